@@ -1,0 +1,108 @@
+"""The small immutable values that travel between pipeline stages.
+
+Failures travel as values (``FetchResult.error`` is a kind string), never as exceptions
+across a queue. See ARCHITECTURE.md for which stage produces and consumes each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Task", "FetchResult", "ParsedPage", "Outcome", "Skip", "Error"]
+
+
+class Skip:
+    """Reasons a discovered URL is recorded as skipped instead of fetched or stored."""
+
+    SCOPE = "scope"  # outside --scope (also: a redirect that leaves the scope)
+    FILTER = "filter"  # --include / --exclude
+    DEPTH = "depth"  # beyond --max-depth
+    TOO_LONG = "url_too_long"  # longer than the URL length cap
+    CONTENT_TYPE = "content_type"  # the response was not HTML
+    REDIRECT = "redirect"  # reached as a redirect hop: its content is stored under the URL that redirected
+    ROBOTS = "robots"  # disallowed by robots.txt
+
+
+class Error:
+    """Kinds of failure recorded on a stored URL (the JSONL ``error`` key)."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    DNS = "dns"
+    TOO_LARGE = "too_large"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    HTTP_429 = "http_429"
+    REDIRECT_LOOP = "redirect_loop"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    BAD_REDIRECT = "bad_redirect"  # a Location header that is not a crawlable URL
+    INVALID_URL = "invalid_url"
+    DECODE = "decode"  # a body that could not be decompressed
+    PROTOCOL = "protocol"  # any other malformed HTTP exchange
+    PARSE = "parse"  # the parser failed on the body (kept, unparsed)
+
+    #: failures worth another attempt (connection trouble, timeouts, overload)
+    TRANSIENT = frozenset({TIMEOUT, CONNECTION, HTTP_5XX, HTTP_429})
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A leased URL: what a fetch worker needs to fetch it and the gatherer to ack it."""
+
+    id: int  # row id in the frontier; the lease is acked by id
+    url: str  # canonical URL
+    depth: int
+    origin: str  # politeness lane key: "host:port" of the URL
+    attempt: int = 0  # 0 for the first try
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What came back for a task: a response, or a failure kind in ``error``.
+
+    ``skip`` set means the URL is recorded as skipped (e.g. not HTML), not stored.
+    ``aliases`` are the redirect hops this fetch claimed: each is recorded as skipped
+    with reason ``redirect`` so that no other task fetches it again.
+    """
+
+    task: Task
+    final_url: str
+    status: int | None
+    content_type: str | None
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    fetched_at: float  # wall clock, seconds since the epoch
+    elapsed_ms: float
+    error: str | None = None
+    detail: str | None = None  # human-readable detail of the error, for the report
+    skip: str | None = None
+    aliases: tuple[str, ...] = ()
+    retry_after: float | None = None  # seconds, from a Retry-After header
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPage:
+    """What the parser extracted from one HTML body.
+
+    ``links`` are canonical absolute http(s) URLs in document order, deduplicated,
+    without the ones marked ``rel=nofollow`` (and empty when the page's meta robots
+    says ``nofollow``). ``n_links`` counts every distinct http(s) link found.
+    """
+
+    title: str | None
+    description: str | None
+    canonical: str | None  # <link rel=canonical>, resolved
+    meta_robots: str | None  # content of <meta name=robots>, lowercased
+    text: str  # visible text, whitespace collapsed
+    links: tuple[str, ...]
+    n_links: int
+    encoding: str  # the charset the body was decoded with
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A fetch result joined with its parse (None when the body was not parsed)."""
+
+    result: FetchResult
+    page: ParsedPage | None
+    content_hash: str  # sha256 of the body, hex
