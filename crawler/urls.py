@@ -1,0 +1,218 @@
+"""URL resolution and canonicalization: pure functions, no I/O.
+
+Parsing is WHATWG (browser) parsing through ada-url, so a link resolves exactly as a browser
+resolves it. Canonicalization follows w3lib's ``canonicalize_url`` (Scrapy's dedupe key) on top
+of that parse: ada already lowercases scheme and host, converts IDNA hosts to punycode, drops
+default and empty ports, resolves dot segments, removes tabs/newlines and percent-encodes
+spaces and non-ASCII as UTF-8. What is left for us is the w3lib part: uppercase percent-escape
+hex, decode escapes of harmless characters in the path, sort (and optionally filter) the query.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote_plus, unquote_to_bytes
+
+from ada_url import join_url, normalize_url
+
+__all__ = ["resolve", "canonicalize", "canonical_link", "origin_of", "host_of", "TRACKING_PARAMS"]
+
+#: query keys dropped by ``strip_tracking`` (plus every ``utm_*`` key). Not ``ref``: sites use it
+#: for real content.
+TRACKING_PARAMS = frozenset(
+    {"fbclid", "gclid", "dclid", "msclkid", "mc_cid", "mc_eid", "yclid", "_ga", "_gl", "igshid"}
+)
+
+_TRACKING_BYTES = frozenset(k.encode() for k in TRACKING_PARAMS)
+_HTTP = ("http://", "https://")
+# Hrefs that can never become http(s): skipped before paying for an ada parse. Only a
+# shortcut: anything it misses ("JavaScript:", " mailto:") is still rejected after the parse.
+_NOT_HTTP = ("mailto:", "javascript:", "data:", "tel:", "sms:", "ftp:", "file:", "about:", "blob:")
+_REL_BASE = "http://relative.invalid/"
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+_AUTH_END = re.compile(r"[/?#]")
+_SCHEME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+# Path escapes decoded to their character: the unreserved set (RFC 3986 6.2.2.2: always the
+# same URL) plus sub-delims that no common server treats as a delimiter. Not ';' (Tomcat path
+# parameters), '=', '&', '+' (form-style decoding), '/', '?', '#', '%' (they change meaning).
+_PATH_DECODE = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$'()*,:@"
+)
+# A query part made only of these is its own unquote_plus/quote_plus round trip.
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def resolve(base: str, href: str) -> str | None:
+    """Resolve ``href`` against ``base`` exactly as a browser does (WHATWG URL).
+
+    Returns the serialized absolute URL (fragment kept), or None when the result is
+    not a crawlable http(s) URL (other schemes, unparsable input). Never raises.
+    """
+    try:
+        out = join_url(base, href)
+    except (ValueError, TypeError):  # ada wraps encode errors (None, lone surrogates)
+        return None
+    return out if out.startswith(_HTTP) else None
+
+
+def canonicalize(
+    url: str,
+    *,
+    keep_fragments: bool = False,
+    strip_tracking: bool = False,
+    keep_blank_values: bool = True,
+    query_separator: str = "&",
+    encoding: str = "utf-8",
+) -> str:
+    """The canonical form of a URL, used as the dedupe key (w3lib ``canonicalize_url``).
+
+    ``encoding`` is the page encoding used for non-ASCII characters in the query (the path
+    is always UTF-8, as browsers do); when it cannot encode them, UTF-8 is used. A relative
+    reference is canonicalized as if resolved against a root (``'?b=1'`` -> ``'/?b=1'``).
+    Input that cannot be parsed at all comes back stripped but otherwise unchanged.
+    """
+    s = url.strip()
+    if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf"):
+        s = _encode_query(s, encoding)
+    relative = False
+    try:
+        href = normalize_url(s)
+    except ValueError:
+        try:
+            href, relative = join_url(_REL_BASE, s), True
+        except ValueError:
+            return s
+    if not href.startswith(_HTTP):
+        href = _lower_host(href)  # WHATWG keeps the case of non-special hosts (sftp:, ...)
+    out = _normalize(href, keep_fragments, strip_tracking, keep_blank_values, query_separator)
+    if relative:  # give back a relative reference: drop what the dummy base added
+        if not out.startswith(_REL_BASE):
+            return out[len("http:") :]  # scheme-relative "//host/path"
+        out = out[len(_REL_BASE) - 1 :]
+        if not s.startswith(("/", "\\", "?", "#")):
+            out = out[1:]
+            if _SCHEME_LIKE.match(out):  # a decoded %3A must not turn "a%3Ab" into scheme "a:"
+                out = "./" + out
+    return out
+
+
+def canonical_link(base: str, href: str, strip_tracking: bool = True) -> str | None:
+    """Hot path for the parser: resolve + canonicalize (no fragment), None if not crawlable.
+
+    Equal to ``canonicalize(resolve(base, href), strip_tracking=strip_tracking)``.
+    """
+    try:
+        if href.startswith(_NOT_HTTP):
+            return None
+        out = join_url(base, href)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not out.startswith(_HTTP):
+        return None
+    return _normalize(out, False, strip_tracking, True, "&")
+
+
+def origin_of(url: str) -> str:
+    """Politeness lane key of a canonical URL: ``host:port`` (port always explicit).
+
+    IPv6 hosts keep their brackets (``[::1]:80``); userinfo is dropped.
+    """
+    host, port = _host_port(url)
+    return f"{host}:{port or ('443' if url[:6].lower() == 'https:' else '80')}"
+
+
+def host_of(url: str) -> str:
+    """Lowercase host name (no port, no brackets for IPv6) of a canonical URL."""
+    host = _host_port(url)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
+def _host_port(url: str) -> tuple[str, str]:
+    """Split the authority of ``scheme://[userinfo@]host[:port]/...`` by slicing (no parse)."""
+    start = url.find("//") + 2
+    end = url.find("/", start)  # canonical http(s) URLs always have a path
+    auth = url[start:] if end < 0 else url[start:end]
+    if "?" in auth or "#" in auth:  # not canonical: cut at the first delimiter
+        auth = _AUTH_END.split(auth, maxsplit=1)[0]
+    auth = auth.rpartition("@")[2].lower()
+    if auth.startswith("["):
+        close = auth.find("]") + 1
+        return auth[:close], auth[close + 1 :]
+    host, _, port = auth.partition(":")
+    return host, port
+
+
+def _lower_host(href: str) -> str:
+    start = href.find("//") + 2
+    if start == 1:
+        return href  # no authority (mailto:, data:, ...)
+    m = _AUTH_END.search(href, start)
+    end = m.start() if m else len(href)
+    user, at, hostport = href[start:end].rpartition("@")
+    return href[:start] + user + at + hostport.lower() + href[end:]
+
+
+def _normalize(
+    href: str, keep_fragments: bool, strip_tracking: bool, keep_blank: bool, sep: str
+) -> str:
+    """w3lib-style normalization of an ada-serialized absolute URL."""
+    head, hash_, fragment = href.partition("#")
+    if "?" not in head and "%" not in head and "|" not in head:
+        return head + hash_ + fragment if keep_fragments else head  # the common, fast case
+    head, _, query = head.partition("?")
+    auth_end = head.find("/", head.find("//") + 2) if "//" in head else -1
+    if auth_end < 0:  # opaque (mailto:) or authority without a path (foo://h?q)
+        auth_end = len(head)
+    path = head[auth_end:]
+    if "%" in path:
+        path = _PCT.sub(_fix_escape, path)
+    head = head[:auth_end] + path.replace("|", "%7C")  # w3lib quotes '|'; WHATWG leaves it
+    if query:
+        query = _sort_query(query, strip_tracking, keep_blank, sep)
+    out = f"{head}?{query}" if query else head
+    return out + hash_ + fragment if keep_fragments else out
+
+
+def _fix_escape(m: re.Match[str]) -> str:
+    char = chr(int(m.group(1), 16))
+    return char if char in _PATH_DECODE else m.group(0).upper()
+
+
+def _sort_query(query: str, strip_tracking: bool, keep_blank: bool, sep: str) -> str:
+    """Decode each pair to bytes, drop blanks/tracking, sort, re-encode (w3lib semantics)."""
+    items: list[tuple[bytes, bytes, str, str]] = []
+    for pair in query.split(sep):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if not (value or keep_blank):
+            continue
+        kb, ke = _requote(key)
+        if strip_tracking and (kb.startswith(b"utm_") or kb in _TRACKING_BYTES):
+            continue
+        vb, ve = _requote(value)
+        items.append((kb, vb, ke, ve))
+    items.sort()
+    return sep.join(f"{ke}={ve}" for _, _, ke, ve in items)
+
+
+def _requote(part: str) -> tuple[bytes, str]:
+    """(raw bytes, canonical form) of a query key or value: form-decode then quote_plus."""
+    if _PLAIN.fullmatch(part):
+        return part.encode(), part
+    raw = unquote_to_bytes(part.replace("+", " "))
+    return raw, quote_plus(raw, safe="")
+
+
+def _encode_query(s: str, encoding: str) -> str:
+    """Percent-encode non-ASCII characters of the query with ``encoding`` (else leave them
+    for ada to encode as UTF-8), as a browser does for a form on a page in that encoding."""
+    head, hash_, fragment = s.partition("#")
+    path, q, query = head.partition("?")
+    if not q or query.isascii():
+        return s
+    try:
+        query = "".join(c if c.isascii() else quote_plus(c.encode(encoding)) for c in query)
+    except (UnicodeError, LookupError):
+        return s
+    return f"{path}?{query}{hash_}{fragment}"
