@@ -1,0 +1,193 @@
+"""Fetching: one shared aiohttp session; every failure comes back as a value.
+
+A fetch holds the in-flight slot of the lane its task was leased on. Redirects are followed
+here, one hop at a time, so that each hop is checked (scope, hop count, loops) and is polite:
+a hop to another origin gives back the old lane's slot and waits for one of the new lane's.
+A hop's target is *claimed* in the frontier's dedupe set, so that it is fetched only here;
+a target the crawl already knows ends the chain (it is or will be fetched on its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from time import monotonic
+
+import aiohttp
+
+from .config import FetchSettings
+from .models import Error, FetchResult, Skip, Task
+from .politeness import Lanes
+from .urls import canonical_link, origin_of
+
+__all__ = ["Fetcher", "is_html"]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+_SMALL = 64 * 1024  # a non-HTML body up to this size is read to keep the connection alive
+
+
+def is_html(content_type: str | None) -> bool:
+    """Parse this response? A missing Content-Type is sniffed by the parser, so yes."""
+    if not content_type:
+        return True
+    return content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
+
+
+class _Failure(Exception):
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(kind)
+        self.kind, self.detail = kind, detail
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """Map an exception from aiohttp or the socket layer to an error kind."""
+    detail = f"{type(exc).__name__}: {exc}"[:300]
+    if isinstance(exc, _Failure):
+        return exc.kind, exc.detail
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return Error.TIMEOUT, detail
+    if isinstance(exc, getattr(aiohttp, "ClientConnectorDNSError", ())):
+        return Error.DNS, detail
+    if isinstance(exc, aiohttp.InvalidURL):
+        return Error.INVALID_URL, detail
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return (Error.DECODE if "encoding" in str(exc).lower() else Error.CONNECTION), detail
+    if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError, OSError)):
+        return Error.CONNECTION, detail
+    return Error.PROTOCOL, detail
+
+
+class Fetcher:
+    """Fetches tasks with one pooled session. Use as ``async with Fetcher(...) as f``."""
+
+    def __init__(self, settings: FetchSettings, lanes: Lanes, *, in_scope: Callable[[str], bool],
+                 claim: Callable[[str], bool], strip_tracking: bool = True) -> None:
+        self.settings = settings
+        self.lanes = lanes
+        self.in_scope = in_scope
+        self.claim = claim
+        self.strip_tracking = strip_tracking
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Fetcher:
+        s = self.settings
+        connector = aiohttp.TCPConnector(limit=s.concurrency, limit_per_host=0, ttl_dns_cache=300,
+                                         enable_cleanup_closed=False)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=s.timeout, connect=s.connect_timeout, sock_read=s.timeout),
+            headers={"User-Agent": s.user_agent,
+                     "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"},
+            # Cookies are not kept: a crawl is not a browsing session, and a jar grows with every host.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            max_line_size=16384, max_field_size=16384,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def fetch(self, task: Task) -> FetchResult:
+        """Fetch ``task`` (its lane slot was reserved by the lease) and give the slot back."""
+        fetched_at, start = time.time(), monotonic()
+        url, origin = task.url, task.origin
+        hops: list[str] = []
+        status = content_type = None
+        headers: tuple[tuple[str, str], ...] = ()
+
+        def result(body: bytes = b"", **kw: object) -> FetchResult:
+            return FetchResult(task=task, final_url=url, status=status, content_type=content_type,
+                               headers=headers, body=body, fetched_at=fetched_at,
+                               elapsed_ms=round((monotonic() - start) * 1000, 3), aliases=tuple(hops), **kw)  # type: ignore[arg-type]
+
+        try:
+            while True:
+                await self.lanes.send_gate(origin)
+                assert self._session is not None
+                async with self._session.get(url, allow_redirects=False) as resp:
+                    status = resp.status
+                    content_type = resp.headers.get("Content-Type")
+                    headers = tuple(resp.headers.items())
+                    location = resp.headers.get("Location") if status in _REDIRECTS else None
+                    if location is None:
+                        return await self._finish(resp, result)
+                    await self._drain(resp)
+                target = canonical_link(url, location, self.strip_tracking)
+                if target is None:
+                    return result(error=Error.BAD_REDIRECT, detail=f"Location: {location[:200]}")
+                if target == task.url or target in hops:
+                    return result(error=Error.REDIRECT_LOOP, detail=f"back to {target}")
+                if len(hops) >= self.settings.max_redirects:
+                    return result(error=Error.TOO_MANY_REDIRECTS, detail=f"more than {len(hops)} hops")
+                if not self.in_scope(target):
+                    url = target
+                    return result(skip=Skip.SCOPE)
+                if not self.claim(target):
+                    url = target  # known to the crawl: it is fetched (or skipped) as its own URL
+                    return result()
+                hops.append(target)
+                url, new_origin = target, origin_of(target)
+                if new_origin != origin:
+                    self.lanes.release(origin)
+                    origin = None  # type: ignore[assignment]  # holding no slot while waiting
+                    await self.lanes.acquire(new_origin)
+                    origin = new_origin
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every other failure is data, never a crash
+            kind, detail = _classify(exc)
+            return result(error=kind, detail=detail)
+        finally:
+            if origin is not None:
+                self.lanes.release(origin)
+
+    async def _finish(self, resp: aiohttp.ClientResponse, result: Callable[..., FetchResult]) -> FetchResult:
+        status = resp.status
+        if 200 <= status < 300 and not is_html(resp.content_type if resp.headers.get("Content-Type") else None):
+            if (resp.content_length or 0) <= _SMALL:
+                await self._drain(resp)
+            return result(skip=Skip.CONTENT_TYPE)
+        body, too_large = await self._read(resp)
+        if too_large:
+            return result(body, error=Error.TOO_LARGE, detail=f"body over {self.settings.max_bytes} bytes")
+        if status == 429 or status >= 500:
+            kind = Error.HTTP_429 if status == 429 else Error.HTTP_5XX
+            return result(body, error=kind, detail=f"HTTP {status}", retry_after=_retry_after(resp))
+        if status >= 400:
+            return result(body, error=Error.HTTP_4XX, detail=f"HTTP {status}")
+        return result(body)
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """Read the (decoded) body up to ``max_bytes``; True if it was cut off."""
+        cap = self.settings.max_bytes
+        if resp.content_length is not None and resp.content_length > cap and not resp.headers.get("Content-Encoding"):
+            resp.close()
+            return b"", True
+        chunks, size = [], 0
+        while chunk := await resp.content.readany():
+            size += len(chunk)
+            if size > cap:
+                resp.close()  # the rest is never read: the decoded size is what is capped
+                return b"".join(chunks), True
+            chunks.append(chunk)
+        return b"".join(chunks), False
+
+    async def _drain(self, resp: aiohttp.ClientResponse) -> None:
+        """Read a small body to reuse the connection; close it instead when large."""
+        if (resp.content_length or 0) > _SMALL:
+            resp.close()
+            return
+        _, too_large = await self._read(resp)
+        if too_large:
+            resp.close()
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    value = resp.headers.get("Retry-After", "").strip()
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,283 @@
+"""The frontier: the durable set of URLs to crawl, and the scheduler that scatters them.
+
+What it owns: table ``urls`` (every discovered URL, once), the dedupe set, one queue per
+origin, and the politeness lanes (:mod:`crawler.politeness`) it consults when it hands out
+work. What it may touch: the crawl database connection, inside the gatherer's transaction for
+writes. It never fetches, parses or stores pages.
+
+Leases: a URL handed out by :meth:`lease` stays leased until the gatherer acks it with
+:meth:`complete` (stored or skipped) or a fetch worker gives it back with :meth:`release`
+(retry later). Nothing is written at lease time: a leased URL is still ``queued`` on disk, so
+a crash puts every leased URL back in the queue by itself. "Finished" means nothing queued
+and nothing leased; an empty lease only means "nothing ready now".
+
+Memory stays bounded: each origin keeps a window of at most ``WINDOW`` tasks in memory and a
+count of the rest, which it reads back from disk in id order (roughly breadth-first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from time import monotonic
+from typing import Protocol
+
+import aiosqlite
+
+from .models import Task
+from .politeness import Lanes
+from .scope import Admission
+from .store import QUEUED, SKIPPED, STORED
+from .urls import origin_of
+
+__all__ = ["Frontier", "SqliteFrontier", "ResumeState"]
+
+WINDOW = 256  # tasks per origin kept in memory
+
+
+class Frontier(Protocol):
+    """The scheduler interface every backend implements (SQLite now, Redis later)."""
+
+    lanes: Lanes
+    wakeup: asyncio.Event  # set whenever lease() may have something new to hand out
+
+    async def add_seeds(self, urls: Sequence[str]) -> int: ...
+    async def add(self, found: Sequence[tuple[Task, Sequence[str]]]) -> None: ...
+    def claim(self, url: str) -> bool: ...
+    async def record(self, rows: Sequence[tuple[str, Task, str]]) -> None: ...
+    async def lease(self, limit: int) -> list[Task]: ...
+    def release(self, task: Task, delay: float) -> None: ...
+    async def complete(self, stored: Sequence[Task], skipped: Sequence[tuple[Task, str]]) -> None: ...
+    def next_ready_in(self) -> float | None: ...
+    @property
+    def finished(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeState:
+    """What the database already held when the crawl opened it."""
+
+    discovered: int
+    stored: int
+    queued: int
+
+
+class _Queue:
+    """One origin's queue: an in-memory window over its queued rows, plus due retries."""
+
+    __slots__ = ("window", "pending", "cursor", "retries", "scheduled", "blocked")
+
+    def __init__(self) -> None:
+        self.window: deque[Task] = deque()
+        self.pending = 0  # queued rows on disk with id > cursor, not yet in the window
+        self.cursor = 0  # highest id read into the window
+        self.retries: list[tuple[float, int, Task]] = []  # (not_before, seq, task) heap
+        self.scheduled = False  # has an entry in the ready heap
+        self.blocked = False  # waiting for an in-flight slot of its lane
+
+    def has_work(self) -> bool:
+        return bool(self.window or self.pending > 0 or self.retries)
+
+
+class SqliteFrontier:
+    """The embedded frontier: table ``urls`` of the crawl database."""
+
+    def __init__(self, db: aiosqlite.Connection, admission: Admission, lanes: Lanes,
+                 max_pages: int | None = None) -> None:
+        self.db = db
+        self.admission = admission
+        self.lanes = lanes
+        lanes._on_free = self._on_free
+        self.max_pages = max_pages
+        self.wakeup = asyncio.Event()
+        self._seen: set[str] = set()
+        self._next_id = 1
+        self._queues: dict[str, _Queue] = {}
+        self._heap: list[tuple[float, int, str]] = []  # (ready_at, seq, origin)
+        self._seq = itertools.count()
+        self._lock = asyncio.Lock()  # orders disk reads of a window against inserts
+        self.queued = 0  # not leased, waiting (window + on disk + retries)
+        self.leased = 0
+        self.stored = 0
+
+    async def open(self) -> ResumeState:
+        """Load the dedupe set and queue counts of what the database already holds."""
+        async with self.db.execute("SELECT url FROM urls") as cur:
+            self._seen = {row[0] async for row in cur}
+        async with self.db.execute("SELECT COALESCE(MAX(id), 0), "
+                                   "COALESCE(SUM(state = 1), 0) FROM urls") as cur:
+            max_id, self.stored = await cur.fetchone()  # type: ignore[misc]
+        self._next_id = max_id + 1
+        async with self.db.execute("SELECT origin, COUNT(*) FROM urls WHERE state = 0 GROUP BY origin") as cur:
+            async for origin, count in cur:
+                self._queue(origin).pending = count
+                self.queued += count
+                self._schedule(origin, 0.0)
+        return ResumeState(discovered=len(self._seen), stored=self.stored, queued=self.queued)
+
+    # -- adding ---------------------------------------------------------------------------
+
+    def claim(self, url: str) -> bool:
+        """Mark ``url`` as seen now; False if it already was (a redirect hop must not refetch it)."""
+        if url in self._seen:
+            return False
+        self._seen.add(url)
+        return True
+
+    async def add_seeds(self, urls: Sequence[str]) -> int:
+        """Queue seeds at depth 0. Seeds skip --include/--exclude: they are always crawled."""
+        rows = []
+        for url in urls:
+            if self.claim(url):
+                rows.append((self._take_id(), url, origin_of(url), 0, None, QUEUED, None))
+        await self._insert(rows)
+        return len(rows)
+
+    async def add(self, found: Sequence[tuple[Task, Sequence[str]]]) -> None:
+        """Record links found on pages: new ones are queued or skipped with a reason.
+
+        Dedupe is on the plain canonical string, before anything is built for a link: most
+        links on a page were seen before. No ``await`` between the check and the insert into
+        the set, so two pages finding the same link cannot both add it.
+        """
+        seen, check, rows = self._seen, self.admission.check, []
+        for parent, links in found:
+            depth = parent.depth + 1
+            for url in links:
+                if url in seen:
+                    continue
+                seen.add(url)
+                reason = check(url, depth)
+                rows.append((self._take_id(), url, origin_of(url), depth, parent.id,
+                             QUEUED if reason is None else SKIPPED, reason))
+        await self._insert(rows)
+
+    async def record(self, rows: Sequence[tuple[str, Task, str]]) -> None:
+        """Write skipped rows for URLs already claimed: ``(url, parent task, reason)``."""
+        await self._insert([(self._take_id(), url, origin_of(url), parent.depth, parent.id, SKIPPED, reason)
+                            for url, parent, reason in rows])
+
+    def _take_id(self) -> int:
+        # Ids are handed out here, by the only writer, so a task knows its row id without a read.
+        self._next_id += 1
+        return self._next_id - 1
+
+    async def _insert(self, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        async with self._lock:
+            await self.db.executemany(
+                "INSERT INTO urls (id, url, origin, depth, parent, state, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows)
+            for row in rows:
+                if row[5] == QUEUED:
+                    self._queue(row[2]).pending += 1
+                    self.queued += 1
+                    self._schedule(row[2], 0.0)
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _queue(self, origin: str) -> _Queue:
+        q = self._queues.get(origin)
+        if q is None:
+            q = self._queues[origin] = _Queue()
+        return q
+
+    def _schedule(self, origin: str, at: float) -> None:
+        q = self._queues[origin]
+        if not q.scheduled and not q.blocked:
+            q.scheduled = True
+            heapq.heappush(self._heap, (max(at, self.lanes.ready_at(origin)), next(self._seq), origin))
+            self.wakeup.set()
+
+    def _on_free(self, origin: str) -> None:
+        q = self._queues.get(origin)
+        if q is not None and q.blocked:
+            q.blocked = False
+            if q.has_work():
+                self._schedule(origin, 0.0)
+        self.wakeup.set()
+
+    def next_ready_in(self) -> float | None:
+        """Seconds until the earliest scheduled origin may be ready, None if none is scheduled."""
+        return max(self._heap[0][0] - monotonic(), 0.0) if self._heap else None
+
+    def _budget(self) -> float:
+        return float("inf") if self.max_pages is None else self.max_pages - self.stored - self.leased
+
+    async def lease(self, limit: int) -> list[Task]:
+        """Up to ``limit`` tasks whose origins are ready now; each takes an in-flight slot."""
+        out: list[Task] = []
+        limit = int(min(limit, self._budget()))
+        while len(out) < limit and self._heap and self._heap[0][0] <= monotonic():
+            _, _, origin = heapq.heappop(self._heap)
+            q = self._queues[origin]
+            q.scheduled = False
+            if not q.window and q.pending > 0:
+                await self._refill(origin, q)
+            now = monotonic()
+            due_retry = bool(q.retries) and q.retries[0][0] <= now
+            if not (q.window or due_retry):
+                if q.retries:
+                    self._schedule(origin, q.retries[0][0])
+                continue
+            if not self.lanes.try_reserve(origin, now):
+                if self.lanes.at_cap(origin):
+                    q.blocked = True  # _on_free re-schedules it
+                else:
+                    self._schedule(origin, 0.0)
+                continue
+            task = heapq.heappop(q.retries)[2] if due_retry else q.window.popleft()
+            self.queued -= 1
+            self.leased += 1
+            out.append(task)
+            if q.has_work():
+                self._schedule(origin, 0.0)
+        return out
+
+    async def _refill(self, origin: str, q: _Queue) -> None:
+        async with self._lock:
+            async with self.db.execute(
+                "SELECT id, url, depth FROM urls WHERE origin = ? AND state = 0 AND id > ? ORDER BY id LIMIT ?",
+                (origin, q.cursor, WINDOW),
+            ) as cur:
+                rows = await cur.fetchall()
+        for id_, url, depth in rows:
+            q.window.append(Task(id_, url, depth, origin))
+        if rows:
+            q.cursor = rows[-1][0]
+        q.pending -= len(rows)
+
+    def release(self, task: Task, delay: float) -> None:
+        """Give a leased task back for another attempt, not before ``delay`` seconds from now."""
+        q = self._queue(task.origin)
+        heapq.heappush(q.retries, (monotonic() + delay, next(self._seq), replace(task, attempt=task.attempt + 1)))
+        self.leased -= 1
+        self.queued += 1
+        self._schedule(task.origin, q.retries[0][0])
+
+    async def complete(self, stored: Sequence[Task], skipped: Sequence[tuple[Task, str]]) -> None:
+        """Ack leases (inside the gatherer's transaction, after their pages are written)."""
+        if stored:
+            await self.db.executemany(f"UPDATE urls SET state = {STORED} WHERE id = ?", [(t.id,) for t in stored])
+        if skipped:
+            await self.db.executemany(f"UPDATE urls SET state = {SKIPPED}, reason = ? WHERE id = ?",
+                                      [(reason, t.id) for t, reason in skipped])
+        self.leased -= len(stored) + len(skipped)
+        self.stored += len(stored)
+        self.wakeup.set()
+
+    @property
+    def finished(self) -> bool:
+        if self.leased:
+            return False
+        return self.queued == 0 or self._budget() <= 0
+
+    def queued_by_origin(self) -> Iterable[tuple[str, int]]:
+        """(origin, queued count) for the progress display."""
+        for origin, q in self._queues.items():
+            yield origin, len(q.window) + max(q.pending, 0) + len(q.retries)

@@ -1,0 +1,64 @@
+"""The gatherer: the single writer. Dedupes, stores, queues new links, acks leases.
+
+Each batch is one transaction, in this order: store the pages, record the links found on
+them, then ack the leases. A crash before COMMIT loses the whole batch, and the leases were
+never acked, so the URLs are fetched again on resume: a page may be re-fetched, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from .frontier import Frontier
+from .models import Outcome, Skip, Task
+from .stats import Stats
+from .store import Store
+
+__all__ = ["Gatherer", "DONE"]
+
+DONE = None  # the end-of-stream marker on the gather queue
+BATCH = 256
+
+
+class Gatherer:
+    def __init__(self, store: Store, frontier: Frontier, stats: Stats) -> None:
+        self.store = store
+        self.frontier = frontier
+        self.stats = stats
+
+    async def run(self, queue: asyncio.Queue[Outcome | None]) -> None:
+        """Consume outcomes until DONE, writing them in batches as they come."""
+        while True:
+            batch: list[Outcome] = []
+            item = await queue.get()
+            while item is not DONE:
+                batch.append(item)
+                if len(batch) >= BATCH or queue.empty():
+                    break
+                item = queue.get_nowait()
+            if batch:
+                await self.write(batch)
+            if item is DONE:
+                return
+
+    async def write(self, batch: Sequence[Outcome]) -> None:
+        stored: list[Outcome] = []
+        skipped: list[tuple[Task, str]] = []
+        found: list[tuple[Task, Sequence[str]]] = []
+        aliases: list[tuple[str, Task, str]] = []
+        for o in batch:
+            r = o.result
+            aliases.extend((url, r.task, Skip.REDIRECT) for url in r.aliases)
+            if r.skip is not None:
+                skipped.append((r.task, r.skip))
+                continue
+            stored.append(o)
+            if o.page is not None and o.page.links:
+                found.append((r.task, o.page.links))
+        async with self.store.transaction():
+            await self.store.put_pages(stored)
+            await self.frontier.record(aliases)
+            await self.frontier.add(found)
+            await self.frontier.complete([o.result.task for o in stored], skipped)
+        self.stats.gathered(stored, skipped, len(aliases))

@@ -1,0 +1,152 @@
+"""SQLite storage: the schema, the crawl's metadata and batched page writes.
+
+One database file holds both the frontier (table ``urls``) and the pages, so that storing a
+page, queueing the links found on it and acking its lease commit in one transaction: a crash
+loses all of that batch or none of it, never a page without its links.
+
+Schema (``sgcrawl export`` and ``sgcrawl report`` read it; documented in README.md):
+
+- ``urls``: every URL the crawl ever discovered, exactly once. ``state`` 0 queued, 1 stored,
+  2 skipped (``reason`` says why). ``parent`` is the ``urls.id`` of the page where it was first
+  found; ``origin`` is the politeness lane (``host:port``).
+- ``pages``: one row per stored URL (``id`` = ``urls.id``), fetched or failed with ``error``.
+- ``contents``: sha256 of a body -> the first page stored with it (content dedupe).
+- ``meta``: key/value facts about the crawl (seeds, settings, status).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .models import Outcome
+
+__all__ = ["SCHEMA", "Store", "QUEUED", "STORED", "SKIPPED", "open_db"]
+
+QUEUED, STORED, SKIPPED = 0, 1, 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS urls (
+    id      INTEGER PRIMARY KEY,
+    url     TEXT NOT NULL UNIQUE,
+    origin  TEXT NOT NULL,
+    depth   INTEGER NOT NULL,
+    parent  INTEGER,
+    state   INTEGER NOT NULL,
+    reason  TEXT
+);
+CREATE INDEX IF NOT EXISTS urls_queued ON urls (origin, id) WHERE state = 0;
+CREATE TABLE IF NOT EXISTS pages (
+    id            INTEGER PRIMARY KEY,
+    final_url     TEXT NOT NULL,
+    status        INTEGER,
+    fetched_at    REAL NOT NULL,
+    elapsed_ms    REAL NOT NULL,
+    content_type  TEXT,
+    bytes         INTEGER NOT NULL,
+    title         TEXT,
+    description   TEXT,
+    canonical     TEXT,
+    meta_robots   TEXT,
+    text          TEXT,
+    links         INTEGER NOT NULL,
+    content_hash  TEXT NOT NULL,
+    duplicate_of  INTEGER,
+    error         TEXT,
+    detail        TEXT,
+    attempts      INTEGER NOT NULL,
+    encoding      TEXT,
+    headers       TEXT
+);
+CREATE TABLE IF NOT EXISTS contents (hash TEXT PRIMARY KEY, first INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+_INSERT_PAGE = """INSERT OR REPLACE INTO pages (id, final_url, status, fetched_at, elapsed_ms,
+    content_type, bytes, title, description, canonical, meta_robots, text, links, content_hash,
+    duplicate_of, error, detail, attempts, encoding, headers)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+async def open_db(path: Path) -> aiosqlite.Connection:
+    """Open (creating if needed) a crawl database in WAL mode, in autocommit mode.
+
+    Transactions are explicit (:meth:`Store.transaction`): one per gathered batch.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a power cut may lose the last batches but never corrupts the file;
+        # a process crash (kill -9) loses nothing that was committed.
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA cache_size=-32000")
+        await db.executescript(SCHEMA)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+class Store:
+    """Page writes and crawl metadata on an open crawl database."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        await self.db.execute("COMMIT")
+
+    async def put_pages(self, outcomes: Sequence[Outcome]) -> None:
+        """Store fetched pages (idempotent: a page re-fetched after a crash replaces itself).
+
+        Content dedupe: the first page stored with a body keeps it; later ones point to it
+        with ``duplicate_of``. Empty bodies (failed fetches) are never duplicates.
+        """
+        if not outcomes:
+            return
+        hashed = [(o.content_hash, o.result.task.id) for o in outcomes if o.result.body]
+        first: dict[str, int] = {}
+        if hashed:
+            await self.db.executemany("INSERT OR IGNORE INTO contents (hash, first) VALUES (?, ?)", hashed)
+            hashes = list({h for h, _ in hashed})
+            for i in range(0, len(hashes), 500):
+                chunk = hashes[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                async with self.db.execute(f"SELECT hash, first FROM contents WHERE hash IN ({marks})", chunk) as cur:
+                    first.update({h: f async for h, f in cur})
+        rows = []
+        for o in outcomes:
+            r, p = o.result, o.page
+            dup = first.get(o.content_hash) if r.body else None
+            rows.append((
+                r.task.id, r.final_url, r.status, r.fetched_at, r.elapsed_ms, r.content_type,
+                len(r.body), p and p.title, p and p.description, p and p.canonical,
+                p and p.meta_robots, p.text if p else "", p.n_links if p else 0, o.content_hash,
+                dup if dup != r.task.id else None, r.error, r.detail, r.task.attempt + 1,
+                p and p.encoding, json.dumps(r.headers) if r.headers else None,
+            ))
+        await self.db.executemany(_INSERT_PAGE, rows)
+
+    async def get_meta(self) -> dict[str, Any]:
+        async with self.db.execute("SELECT key, value FROM meta") as cur:
+            return {k: json.loads(v) async for k, v in cur}
+
+    async def set_meta(self, **values: Any) -> None:
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in values.items()],
+        )
