@@ -1,0 +1,60 @@
+"""JSONL export: one JSON object per stored URL, streamed from the database.
+
+Keys are those of SPEC.md (``url`` … ``error``), plus ``description``, ``canonical``,
+``meta_robots`` and ``attempts``. ``text`` is left out with ``include_text=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["iter_records", "write_jsonl"]
+
+_QUERY = """
+SELECT u.url, p.final_url, p.status, u.depth, par.url, p.fetched_at, p.elapsed_ms,
+       p.content_type, p.bytes, p.title, {text}, p.links, p.content_hash, dup.url, p.error,
+       p.description, p.canonical, p.meta_robots, p.attempts
+FROM pages p
+JOIN urls u ON u.id = p.id
+LEFT JOIN urls par ON par.id = u.parent
+LEFT JOIN urls dup ON dup.id = p.duplicate_of
+ORDER BY p.id
+"""
+_KEYS = ("url", "final_url", "status", "depth", "parent", "fetched_at", "elapsed_ms", "content_type",
+         "bytes", "title", "text", "links", "content_hash", "duplicate_of", "error",
+         "description", "canonical", "meta_robots", "attempts")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iter_records(db_path: Path, include_text: bool = True) -> Iterator[dict[str, Any]]:
+    """Export records in the order the URLs were discovered. Raises FileNotFoundError."""
+    if not db_path.is_file():
+        raise FileNotFoundError(f"no crawl database at {db_path}")
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        for row in db.execute(_QUERY.format(text="p.text" if include_text else "NULL")):
+            record = dict(zip(_KEYS, row))
+            record["fetched_at"] = _iso(record["fetched_at"])
+            if not include_text:
+                del record["text"]
+            yield record
+    finally:
+        db.close()
+
+
+def write_jsonl(db_path: Path, out: IO[str], include_text: bool = True) -> int:
+    """Write every record as one line of JSON; returns the number of lines."""
+    n = 0
+    for record in iter_records(db_path, include_text):
+        out.write(json.dumps(record, ensure_ascii=False))
+        out.write("\n")
+        n += 1
+    return n

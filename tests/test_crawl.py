@@ -1,0 +1,239 @@
+"""End-to-end crawls against real local servers: what was fetched, how often, what was stored."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from aiohttp import web
+
+from conftest import html, records, redirect, respond, url_states
+
+
+async def three_host_site(make_site, n: int = 300):
+    """``n`` pages over three hosts; every page reachable; noisy duplicate links on top."""
+    sites = [await make_site({}) for _ in range(3)]
+    rng = random.Random(7)
+
+    def where(i: int):
+        return sites[i % 3], f"/p/{i}.html"
+
+    for i in range(n):
+        site, path = where(i)
+        links = []
+        for child in range(3 * i + 1, min(3 * i + 4, n)):
+            csite, cpath = where(child)
+            links.append(cpath if csite is site else csite.url(cpath))
+        for _ in range(6):  # noise: the same pages again, in forms that must canonicalize away
+            j = rng.randrange(n)
+            jsite, jpath = where(j)
+            links.append(jsite.url(jpath) + rng.choice(["#top", "#c", "?utm_source=x", "?utm_medium=a&utm_source=b"]))
+        links.append(site.url("/q?b=2&a=1"))
+        links.append(site.url("/q?a=1&b=2#frag"))
+        links += ["http://external.invalid/page", "mailto:someone@example.com", "javascript:void(0)",
+                  "ftp://127.0.0.1/file"]
+        site.pages[path] = html(f"Page {i}", links, body=f"<p>Body of page {i}</p>")
+    for site in sites:
+        site.pages["/q?a=1&b=2"] = html("Query page")
+    sites[0].pages["/"] = html("Home", ["/p/0.html"])
+    return sites
+
+
+async def test_whole_site_is_crawled_once(make_site, crawl):
+    sites = await three_host_site(make_site)
+    result = await crawl(sites[0].url("/"), concurrency=16)
+    fetched = Counter((s.host, h.path) for s in sites for h in s.log)
+    assert max(fetched.values()) == 1, [k for k, v in fetched.items() if v > 1]
+    pages = {(s.host, p) for s in sites for p in s.pages}
+    assert set(fetched) == pages  # every page, nothing else: no fragment/query variant, no external
+    recs = records(result.db)
+    assert len(recs) == len(pages)
+    assert len({r["url"] for r in recs}) == len(recs)
+    assert all(r["status"] == 200 and r["error"] is None for r in recs)
+    states = url_states(result.db)
+    skipped = Counter(reason for state, reason in states.values() if state == 2)
+    assert skipped == {"scope": 1}  # external.invalid, found many times, recorded once
+    assert all(state != 0 for state, _ in states.values())
+
+
+async def test_depth_limit(make_site, crawl):
+    site = await make_site({"/": html("0", ["/1"]), "/1": html("1", ["/2"]), "/2": html("2", ["/3"]),
+                            "/3": html("3")})
+    result = await crawl(site.url("/"), max_depth=2)
+    assert site.paths() == ["/", "/1", "/2"]
+    assert url_states(result.db)[site.url("/3")] == (2, "depth")
+    assert [r["depth"] for r in records(result.db)] == [0, 1, 2]
+
+
+async def test_max_pages_stops_at_exactly_n(make_site, crawl):
+    pages = {"/": html("home", [f"/p{i}" for i in range(50)])}
+    pages.update({f"/p{i}": html(f"p{i}", [f"/p{i}/{j}" for j in range(5)]) for i in range(50)})
+    site = await make_site(pages)
+    result = await crawl(site.url("/"), max_pages=7, concurrency=4)
+    assert len(records(result.db)) == 7
+    assert len(site.log) == 7
+    assert result.reason == "max_pages"
+
+
+async def test_scope_modes(make_site, crawl, tmp_path):
+    other = await make_site({"/": html("other host")})
+    far = await make_site({"/": html("far")}, host="127.0.1.1")  # same machine, another /24 network
+    site = await make_site({"/": html("home", [other.url("/"), far.url("/")])})
+    result = await crawl(site.url("/"), scope="host")
+    assert other.log == [] and far.log == []
+    assert url_states(result.db)[other.url("/")] == (2, "scope")
+    await crawl(site.url("/"), scope="domain", fresh=True)
+    assert other.paths() == ["/"] and far.log == []
+    await crawl(site.url("/"), scope="any", fresh=True)
+    assert far.paths() == ["/"]
+
+
+async def test_include_exclude_filters(make_site, crawl):
+    site = await make_site({"/": html("home", ["/blog/1", "/blog/2", "/shop/1", "/blog/private"]),
+                            "/blog/1": html("b1"), "/blog/2": html("b2"), "/shop/1": html("s1"),
+                            "/blog/private": html("secret")})
+    result = await crawl(site.url("/"), include=["/blog/"], exclude=["private"])
+    assert sorted(site.paths()) == ["/", "/blog/1", "/blog/2"]  # the seed matches no include: seeds always crawled
+    states = url_states(result.db)
+    assert states[site.url("/shop/1")] == (2, "filter")
+    assert states[site.url("/blog/private")] == (2, "filter")
+
+
+async def test_redirect_chain_is_followed_and_recorded(make_site, crawl):
+    site = await make_site({
+        "/": html("home", ["/old"]),
+        "/old": redirect("/older", 301),
+        "/older": redirect("/new"),
+        "/new": html("New home", ["/old", "/new"]),
+    })
+    result = await crawl(site.url("/"))
+    assert site.paths().count("/new") == 1 and site.paths().count("/old") == 1
+    rec = {r["url"]: r for r in records(result.db)}
+    assert rec[site.url("/old")]["final_url"] == site.url("/new")
+    assert rec[site.url("/old")]["title"] == "New home"
+    assert site.url("/new") not in rec  # stored under the URL that led to it
+    assert url_states(result.db)[site.url("/new")] == (2, "redirect")
+
+
+async def test_redirect_loop_and_too_many_hops(make_site, crawl):
+    pages: dict = {"/": html("home", ["/loop-a", "/chain/0"]),
+                   "/loop-a": redirect("/loop-b"), "/loop-b": redirect("/loop-a")}
+    for i in range(15):
+        pages[f"/chain/{i}"] = redirect(f"/chain/{i + 1}")
+    site = await make_site(pages)
+    result = await crawl(site.url("/"))
+    rec = {r["url"]: r for r in records(result.db)}
+    assert rec[site.url("/loop-a")]["error"] == "redirect_loop"
+    assert rec[site.url("/chain/0")]["error"] == "too_many_redirects"
+    assert site.count("/chain/11") == 0  # ten hops followed, no more
+    assert site.count("/loop-a") == 1
+
+
+async def test_redirect_out_of_scope_is_not_followed(make_site, crawl):
+    far = await make_site({"/": html("far")}, host="127.0.1.2")
+    site = await make_site({"/": html("home", ["/away"]), "/away": redirect(far.url("/"))})
+    result = await crawl(site.url("/"))
+    assert far.log == []
+    assert url_states(result.db)[site.url("/away")] == (2, "scope")
+
+
+async def test_identical_bodies_are_flagged_duplicate(make_site, crawl):
+    same = html("Same", body="<p>identical</p>")
+    site = await make_site({"/": html("home", ["/a", "/b", "/c"]), "/a": same, "/b": same, "/c": html("C")})
+    result = await crawl(site.url("/"), concurrency=1)
+    rec = {r["url"]: r for r in records(result.db)}
+    assert rec[site.url("/a")]["duplicate_of"] is None
+    assert rec[site.url("/b")]["duplicate_of"] == site.url("/a")
+    assert rec[site.url("/b")]["content_hash"] == rec[site.url("/a")]["content_hash"]
+    assert rec[site.url("/c")]["duplicate_of"] is None
+
+
+async def test_transient_errors_are_retried(make_site, crawl):
+    calls = Counter()
+
+    async def flaky(request: web.Request) -> web.Response:
+        calls[request.path] += 1
+        if calls[request.path] <= 2:
+            return web.Response(status=503, text="busy")
+        return web.Response(text=html("finally"), content_type="text/html")
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="down")
+
+    site = await make_site({"/": html("home", ["/flaky", "/broken", "/missing"]), "/flaky": flaky,
+                            "/broken": broken})
+    result = await crawl(site.url("/"), retries=2)
+    rec = {r["url"]: r for r in records(result.db)}
+    assert site.count("/flaky") == 3 and rec[site.url("/flaky")]["status"] == 200
+    assert site.count("/broken") == 3 and rec[site.url("/broken")]["error"] == "http_5xx"
+    assert site.count("/missing") == 1 and rec[site.url("/missing")]["error"] == "http_4xx"
+
+
+async def test_connection_errors_are_recorded(make_site, crawl):
+    site = await make_site({"/": html("home", ["http://127.0.0.1:9/closed"])})
+    result = await crawl(site.url("/"), retries=1, scope="any")
+    rec = {r["url"]: r for r in records(result.db)}
+    assert rec["http://127.0.0.1:9/closed"]["error"] == "connection"
+    assert rec["http://127.0.0.1:9/closed"]["status"] is None
+
+
+async def test_non_html_is_skipped_not_parsed(make_site, crawl):
+    site = await make_site({"/": html("home", ["/img.png", "/doc"]),
+                            "/img.png": respond(b"\x89PNG....", content_type="image/png"),
+                            "/doc": html("doc")})
+    result = await crawl(site.url("/"))
+    states = url_states(result.db)
+    assert states[site.url("/img.png")] == (2, "content_type")
+    assert states[site.url("/doc")] == (1, None)
+
+
+async def test_body_size_cap(make_site, crawl):
+    big = html("big", body="x" * 300_000)
+    site = await make_site({"/": html("home", ["/big"]), "/big": big})
+    result = await crawl(site.url("/"), max_bytes=100_000)
+    rec = {r["url"]: r for r in records(result.db)}
+    assert rec[site.url("/big")]["error"] == "too_large"
+
+
+async def test_per_host_cap_and_delay_hold_on_the_wire(make_site, crawl):
+    in_flight = peak = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            import asyncio
+            await asyncio.sleep(0.05)
+        finally:
+            in_flight -= 1
+        return web.Response(text=html("slow"), content_type="text/html")
+
+    pages = {"/": html("home", [f"/s{i}" for i in range(12)])}
+    pages.update({f"/s{i}": slow for i in range(12)})
+    site = await make_site(pages)
+    await crawl(site.url("/"), per_host=2, delay=0.0, concurrency=32)
+    assert peak == 2
+    site.log.clear()
+    peak = 0
+    await crawl(site.url("/"), per_host=4, delay=0.2, fresh=True)
+    starts = [h.at for h in site.log]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= 0.19, gaps  # timed from request start to request start, as the server saw them
+
+
+async def test_user_agent_is_sent(make_site, crawl):
+    site = await make_site({"/": html("home")})
+    await crawl(site.url("/"), user_agent="TestBot/9.9")
+    assert site.log[0].headers["User-Agent"] == "TestBot/9.9"
+
+
+async def test_accounting_adds_up(make_site, crawl):
+    from crawler.report import build_report
+
+    sites = await three_host_site(make_site, n=60)
+    result = await crawl(sites[0].url("/"), max_depth=2)
+    t = build_report(result.db)["totals"]
+    assert t["discovered"] == t["stored"] + t["skipped"] + t["queued"]
+    assert t["stored"] == len(records(result.db))
+    assert t["skipped"] > 0
