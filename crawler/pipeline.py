@@ -19,6 +19,7 @@ from .fetch import Fetcher
 from .frontier import ResumeState, SqliteFrontier
 from .gather import DONE, Gatherer
 from .models import Error, FetchResult, Outcome, Task
+from .parse_stage import BATCH as PARSE_BATCH
 from .parse_stage import ParseStage
 from .politeness import Lanes
 from .progress import PlainProgress
@@ -145,8 +146,20 @@ class Crawl:
 
     async def _parse_worker(self, parser: ParseStage, parse_q: asyncio.Queue[FetchResult | None],
                             gather_q: asyncio.Queue[Outcome | None]) -> None:
-        while (result := await parse_q.get()) is not None:
-            await gather_q.put(await parser.parse(result))
+        while True:
+            # Take what is waiting, up to a batch: batches grow under load and stay at one
+            # page when the crawl is slow, so a page never waits for others to arrive.
+            batch: list[FetchResult] = []
+            item = await parse_q.get()
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= PARSE_BATCH or parse_q.empty():
+                    break
+                item = parse_q.get_nowait()
+            for outcome in await parser.parse(batch) if batch else ():
+                await gather_q.put(outcome)
+            if item is None:
+                return
 
 
 async def run_crawl(config: Config, seeds: list[str], *, fresh: bool, log: Callable[[str], None]) -> CrawlResult:

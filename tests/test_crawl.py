@@ -237,3 +237,12 @@ async def test_accounting_adds_up(make_site, crawl):
     assert t["discovered"] == t["stored"] + t["skipped"] + t["queued"]
     assert t["stored"] == len(records(result.db))
     assert t["skipped"] > 0
+
+
+async def test_pages_parse_in_a_process_pool(make_site, crawl):
+    sites = await three_host_site(make_site, n=90)
+    result = await crawl(sites[0].url("/"), workers=2)
+    recs = records(result.db)
+    assert len(recs) == sum(len(s.pages) for s in sites)
+    assert {r["title"] for r in recs} >= {f"Page {i}" for i in range(90)}
+    assert all(r["links"] > 0 for r in recs if r["title"].startswith("Page"))
