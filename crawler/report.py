@@ -86,7 +86,8 @@ def render_text(report: dict[str, Any]) -> str:
         f"  queued    {t['queued']:>9,}",
         f"  errors    {_breakdown(report['errors'])}",
         f"  status    {_breakdown(report['status_codes'])}",
-        f"  latency   p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms",
+        "  latency   " + (f"p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms"
+                         if lat["p50"] is not None else "no responses"),
     ]
     if report["hosts"]:
         lines.append("  hosts     " + ", ".join(f"{h['origin']} {h['pages']:,}" for h in report["hosts"][:8])
