@@ -118,6 +118,9 @@ def run(
     export: Annotated[Optional[Path], typer.Option("--export", help="Also write the JSONL export here when the crawl ends.", show_default=False)] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain log lines instead of the live display (automatic when stdout is not a TTY).")] = False,
     allow_private: Annotated[bool, typer.Option("--allow-private", help="Allow private, loopback and link-local addresses even when no seed is on them.")] = False,
+    max_pages_per_host: Annotated[Optional[int], typer.Option("--max-pages-per-host", help="Queue at most N URLs per host (host:port). [default: unlimited]", show_default=False)] = None,
+    no_sitemaps: Annotated[bool, typer.Option("--no-sitemaps", help="Do not seed the crawl from robots.txt Sitemap: lines and /sitemap.xml.")] = False,
+    auto_throttle: Annotated[bool, typer.Option("--auto-throttle", help="Adapt each host's delay to its response latency (never below --delay).")] = False,
 ) -> None:
     """Crawl from the seed URLs; resumes if --db already holds an unfinished crawl."""
     flags: dict[str, Any] = {
@@ -130,6 +133,8 @@ def run(
         "fetch.user_agent": user_agent, "fetch.timeout": timeout, "fetch.max_bytes": max_bytes,
         "fetch.retries": retries, "fetch.allow_private": True if allow_private else None,
         "robots.obey": False if ignore_robots else None,
+        "crawl.max_pages_per_host": max_pages_per_host, "crawl.sitemaps": False if no_sitemaps else None,
+        "fetch.auto_throttle": True if auto_throttle else None,
     }
     try:
         cfg = load_config(config, flags)

@@ -54,6 +54,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("crawl", "progress", "bool", None, optional=True),
     Setting("crawl", "strip_tracking", "bool", True),
     Setting("crawl", "max_url_length", "int", 2048, minimum=16),
+    Setting("crawl", "max_pages_per_host", "int", None, minimum=1, optional=True),
+    Setting("crawl", "sitemaps", "bool", True),
     Setting("fetch", "concurrency", "int", 64, minimum=1),
     Setting("fetch", "per_host", "int", 2, minimum=1),
     Setting("fetch", "delay", "float", 0.5, minimum=0),
@@ -65,7 +67,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fetch", "max_redirects", "int", 10, minimum=0),
     Setting("fetch", "user_agent", "str", f"sgcrawl/{__version__}"),
     Setting("fetch", "allow_private", "bool", False),
+    Setting("fetch", "auto_throttle", "bool", False),
+    Setting("fetch", "max_retry_after", "float", 300.0, minimum=0),
     Setting("robots", "obey", "bool", True),
+    Setting("robots", "max_crawl_delay", "float", 30.0, minimum=0),
+    Setting("robots", "refresh_after", "float", 86400.0, minimum=1),
     Setting("parse", "workers", "int", None, minimum=0, optional=True),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -85,6 +91,8 @@ class CrawlSettings:
     progress: bool | None  # None: automatic (live when stdout is a TTY)
     strip_tracking: bool
     max_url_length: int
+    max_pages_per_host: int | None
+    sitemaps: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +108,15 @@ class FetchSettings:
     max_redirects: int
     user_agent: str
     allow_private: bool
+    auto_throttle: bool
+    max_retry_after: float
 
 
 @dataclass(frozen=True, slots=True)
 class RobotsSettings:
     obey: bool
+    max_crawl_delay: float  # a larger Crawl-delay is cut to this (and the report says so)
+    refresh_after: float  # seconds before a host's robots.txt is fetched again
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ a target the crawl already knows ends the chain (it is or will be fetched on its
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from collections.abc import Callable
 from time import monotonic
@@ -19,6 +20,7 @@ import aiohttp
 from .config import FetchSettings
 from .models import Error, FetchResult, Skip, Task
 from .politeness import Lanes
+from .robots_cache import Resource, RobotsCache
 from .urls import canonical_link, origin_of
 
 __all__ = ["Fetcher", "is_html"]
@@ -69,6 +71,7 @@ class Fetcher:
         self.in_scope = in_scope
         self.claim = claim
         self.strip_tracking = strip_tracking
+        self.robots: RobotsCache | None = None  # set when robots.txt is obeyed
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Fetcher:
@@ -104,8 +107,14 @@ class Fetcher:
                                elapsed_ms=round((monotonic() - start) * 1000, 3), aliases=tuple(hops), **kw)  # type: ignore[arg-type]
 
         try:
+            if not await self._robots_allow(origin, url):
+                skipped_origin, origin = origin, None  # type: ignore[assignment]
+                self.lanes.release(skipped_origin, sent=False)
+                assert self.robots is not None
+                return result(skip=self.robots.skip_reason(skipped_origin))
             while True:
                 await self.lanes.send_gate(origin)
+                sent_at = monotonic()
                 assert self._session is not None
                 async with self._session.get(url, allow_redirects=False) as resp:
                     status = resp.status
@@ -113,7 +122,7 @@ class Fetcher:
                     headers = tuple(resp.headers.items())
                     location = resp.headers.get("Location") if status in _REDIRECTS else None
                     if location is None:
-                        return await self._finish(resp, result)
+                        return await self._finish(resp, result, origin, sent_at)
                     await self._drain(resp)
                 target = canonical_link(url, location, self.strip_tracking)
                 if target is None:
@@ -135,6 +144,9 @@ class Fetcher:
                     origin = None  # type: ignore[assignment]  # holding no slot while waiting
                     await self.lanes.acquire(new_origin)
                     origin = new_origin
+                if not await self._robots_allow(origin, url):
+                    assert self.robots is not None
+                    return result(skip=self.robots.skip_reason(origin))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every other failure is data, never a crash
@@ -144,8 +156,41 @@ class Fetcher:
             if origin is not None:
                 self.lanes.release(origin)
 
-    async def _finish(self, resp: aiohttp.ClientResponse, result: Callable[..., FetchResult]) -> FetchResult:
+    async def _robots_allow(self, origin: str, url: str) -> bool:
+        if self.robots is None:
+            return True
+        rules = self.robots.known(origin)
+        if rules is None:
+            rules = await self.robots.get(origin, url)
+        return rules.allowed(url)
+
+    async def fetch_resource(self, url: str, max_bytes: int = 512_000, max_redirects: int = 5) -> Resource:
+        """GET an auxiliary resource (robots.txt, a sitemap) under a slot the caller holds.
+
+        Redirects are followed by aiohttp (up to ``max_redirects``); the body is cut at
+        ``max_bytes`` (decoded size). Never raises but for cancellation.
+        """
+        await self.lanes.send_gate(origin_of(url))
+        assert self._session is not None
+        try:
+            async with self._session.get(url, max_redirects=max_redirects) as resp:
+                body, _ = await self._read(resp, max_bytes)
+                return Resource(resp.status, body)
+        except aiohttp.TooManyRedirects:
+            return Resource(310, b"")  # "a redirect left standing": callers treat it as 3xx
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return Resource(None, b"", _classify(exc)[0])
+
+    async def _finish(self, resp: aiohttp.ClientResponse, result: Callable[..., FetchResult],
+                      origin: str, sent_at: float) -> FetchResult:
         status = resp.status
+        if status in (429, 503):
+            retry_after = _retry_after(resp, self.settings.max_retry_after)
+            self.lanes.throttled(origin, retry_after)
+        elif status < 400:
+            self.lanes.healthy(origin, monotonic() - sent_at)
         if 200 <= status < 300 and not is_html(resp.content_type if resp.headers.get("Content-Type") else None):
             if (resp.content_length or 0) <= _SMALL:
                 await self._drain(resp)
@@ -155,14 +200,15 @@ class Fetcher:
             return result(body, error=Error.TOO_LARGE, detail=f"body over {self.settings.max_bytes} bytes")
         if status == 429 or status >= 500:
             kind = Error.HTTP_429 if status == 429 else Error.HTTP_5XX
-            return result(body, error=kind, detail=f"HTTP {status}", retry_after=_retry_after(resp))
+            return result(body, error=kind, detail=f"HTTP {status}",
+                          retry_after=_retry_after(resp, self.settings.max_retry_after))
         if status >= 400:
             return result(body, error=Error.HTTP_4XX, detail=f"HTTP {status}")
         return result(body)
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-        """Read the (decoded) body up to ``max_bytes``; True if it was cut off."""
-        cap = self.settings.max_bytes
+    async def _read(self, resp: aiohttp.ClientResponse, cap: int | None = None) -> tuple[bytes, bool]:
+        """Read the (decoded) body up to ``cap`` (default ``max_bytes``); True if it was cut off."""
+        cap = self.settings.max_bytes if cap is None else cap
         if resp.content_length is not None and resp.content_length > cap and not resp.headers.get("Content-Encoding"):
             resp.close()
             return b"", True
@@ -185,9 +231,19 @@ class Fetcher:
             resp.close()
 
 
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+def _retry_after(resp: aiohttp.ClientResponse, cap: float) -> float | None:
+    """Retry-After in seconds (delta-seconds or an HTTP date), capped; None if absent or bad."""
     value = resp.headers.get("Retry-After", "").strip()
-    try:
-        return max(float(value), 0.0) if value else None
-    except ValueError:
+    if not value:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), cap)

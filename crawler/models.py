@@ -21,6 +21,9 @@ class Skip:
     CONTENT_TYPE = "content_type"  # the response was not HTML
     REDIRECT = "redirect"  # reached as a redirect hop: its content is stored under the URL that redirected
     ROBOTS = "robots"  # disallowed by robots.txt
+    ROBOTS_UNAVAILABLE = "robots_unavailable"  # robots.txt answered 5xx or was unreachable: disallow all
+    TRAP = "trap"  # a crawler trap: repeating path segments, query-parameter explosion, endless chains
+    HOST_BUDGET = "host_budget"  # beyond --max-pages-per-host
 
 
 class Error:
@@ -54,6 +57,7 @@ class Task:
     depth: int
     origin: str  # politeness lane key: "host:port" of the URL
     attempt: int = 0  # 0 for the first try
+    chain: int = 0  # ancestors in a row with this URL's template (calendar-trap detection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,7 @@ class ParsedPage:
     links: tuple[str, ...]
     n_links: int
     encoding: str  # the charset the body was decoded with
+    refresh: str | None = None  # <meta http-equiv=refresh> target (canonical URL), followed like a redirect
 
 
 @dataclass(frozen=True, slots=True)
