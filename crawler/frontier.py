@@ -30,7 +30,8 @@ import aiosqlite
 
 from .models import Task
 from .politeness import Lanes
-from .scope import Admission
+from .robots_cache import RobotsCache
+from .scope import Admission, next_chain
 from .store import QUEUED, SKIPPED, STORED
 from .urls import origin_of
 
@@ -87,9 +88,10 @@ class SqliteFrontier:
     """The embedded frontier: table ``urls`` of the crawl database."""
 
     def __init__(self, db: aiosqlite.Connection, admission: Admission, lanes: Lanes,
-                 max_pages: int | None = None) -> None:
+                 max_pages: int | None = None, robots: RobotsCache | None = None) -> None:
         self.db = db
         self.admission = admission
+        self.robots = robots  # when a link's origin has known rules, a disallowed link is skipped at once
         self.lanes = lanes
         lanes._on_free = self._on_free
         self.max_pages = max_pages
@@ -103,6 +105,7 @@ class SqliteFrontier:
         self.queued = 0  # not leased, waiting (window + on disk + retries)
         self.leased = 0
         self.stored = 0
+        self.producers = 0  # sources besides pages that may still add URLs (sitemap discovery)
 
     async def open(self) -> ResumeState:
         """Load the dedupe set and queue counts of what the database already holds."""
@@ -112,6 +115,11 @@ class SqliteFrontier:
                                    "COALESCE(SUM(state = 1), 0) FROM urls") as cur:
             max_id, self.stored = await cur.fetchone()  # type: ignore[misc]
         self._next_id = max_id + 1
+        async with self.db.execute("SELECT origin, COUNT(*) FROM urls WHERE admitted = 1 AND depth > 0 "
+                                   "GROUP BY origin") as cur:
+            counts = {origin: n async for origin, n in cur}
+        async with self.db.execute("SELECT url FROM urls WHERE admitted = 1 AND depth > 0 AND url LIKE '%?%'") as cur:
+            self.admission.preload(counts, [row[0] async for row in cur])
         async with self.db.execute("SELECT origin, COUNT(*) FROM urls WHERE state = 0 GROUP BY origin") as cur:
             async for origin, count in cur:
                 self._queue(origin).pending = count
@@ -133,7 +141,7 @@ class SqliteFrontier:
         rows = []
         for url in urls:
             if self.claim(url):
-                rows.append((self._take_id(), url, origin_of(url), 0, None, QUEUED, None))
+                rows.append((self._take_id(), url, origin_of(url), 0, None, QUEUED, None, 0))
         await self._insert(rows)
         return len(rows)
 
@@ -144,21 +152,37 @@ class SqliteFrontier:
         links on a page were seen before. No ``await`` between the check and the insert into
         the set, so two pages finding the same link cannot both add it.
         """
-        seen, check, rows = self._seen, self.admission.check, []
+        rows: list[tuple] = []
         for parent, links in found:
-            depth = parent.depth + 1
-            for url in links:
-                if url in seen:
-                    continue
-                seen.add(url)
-                reason = check(url, depth)
-                rows.append((self._take_id(), url, origin_of(url), depth, parent.id,
-                             QUEUED if reason is None else SKIPPED, reason))
+            self._admit(links, parent.depth + 1, parent, rows)
         await self._insert(rows)
+
+    async def add_discovered(self, urls: Iterable[str], depth: int) -> None:
+        """Record URLs found elsewhere than on a page (sitemaps): admitted like links, no parent."""
+        rows: list[tuple] = []
+        self._admit(urls, depth, None, rows)
+        await self._insert(rows)
+
+    def _admit(self, links: Iterable[str], depth: int, parent: Task | None, rows: list[tuple]) -> None:
+        seen, check, robots = self._seen, self.admission.check, self.robots
+        for url in links:
+            if url in seen:
+                continue
+            seen.add(url)
+            origin = origin_of(url)
+            reason = None
+            if robots is not None:  # first: a disallowed URL must not use up the host's budget
+                rules = robots.known(origin)
+                if rules is not None and not rules.allowed(url):
+                    reason = robots.skip_reason(origin)
+            chain = 0 if parent is None else next_chain(parent.url, parent.chain, url)
+            reason = reason or check(url, depth, chain)
+            rows.append((self._take_id(), url, origin, depth, parent and parent.id,
+                         QUEUED if reason is None else SKIPPED, reason, chain))
 
     async def record(self, rows: Sequence[tuple[str, Task, str]]) -> None:
         """Write skipped rows for URLs already claimed: ``(url, parent task, reason)``."""
-        await self._insert([(self._take_id(), url, origin_of(url), parent.depth, parent.id, SKIPPED, reason)
+        await self._insert([(self._take_id(), url, origin_of(url), parent.depth, parent.id, SKIPPED, reason, 0)
                             for url, parent, reason in rows])
 
     def _take_id(self) -> int:
@@ -171,8 +195,8 @@ class SqliteFrontier:
             return
         async with self._lock:
             await self.db.executemany(
-                "INSERT INTO urls (id, url, origin, depth, parent, state, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows)
+                "INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*row, row[5] == QUEUED) for row in rows])
             for row in rows:
                 if row[5] == QUEUED:
                     self._queue(row[2]).pending += 1
@@ -242,12 +266,12 @@ class SqliteFrontier:
     async def _refill(self, origin: str, q: _Queue) -> None:
         async with self._lock:
             async with self.db.execute(
-                "SELECT id, url, depth FROM urls WHERE origin = ? AND state = 0 AND id > ? ORDER BY id LIMIT ?",
+                "SELECT id, url, depth, chain FROM urls WHERE origin = ? AND state = 0 AND id > ? ORDER BY id LIMIT ?",
                 (origin, q.cursor, WINDOW),
             ) as cur:
                 rows = await cur.fetchall()
-        for id_, url, depth in rows:
-            q.window.append(Task(id_, url, depth, origin))
+        for id_, url, depth, chain in rows:
+            q.window.append(Task(id_, url, depth, origin, chain=chain))
         if rows:
             q.cursor = rows[-1][0]
         q.pending -= len(rows)
@@ -273,7 +297,7 @@ class SqliteFrontier:
 
     @property
     def finished(self) -> bool:
-        if self.leased:
+        if self.leased or self.producers:
             return False
         return self.queued == 0 or self._budget() <= 0
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Config
+from .discover import discover_sitemaps
 from .fetch import Fetcher
 from .frontier import ResumeState, SqliteFrontier
 from .gather import DONE, Gatherer
@@ -23,6 +24,8 @@ from .parse_stage import BATCH as PARSE_BATCH
 from .parse_stage import ParseStage
 from .politeness import Lanes
 from .progress import PlainProgress
+from .robots import product_token
+from .robots_cache import RobotsCache
 from .scope import Admission, Scope
 from .stats import Stats
 from .store import Store, open_db
@@ -63,17 +66,23 @@ class Crawl:
             all_seeds = list(dict.fromkeys([*meta.get("seeds", []), *self.seeds]))
             scope = Scope(cfg.crawl.scope, all_seeds)
             admission = Admission(scope, cfg.crawl.include, cfg.crawl.exclude, cfg.crawl.max_depth,
-                                  cfg.crawl.max_url_length)
-            lanes = Lanes(cfg.fetch.per_host, cfg.fetch.delay)
+                                  cfg.crawl.max_url_length, max_pages_per_host=cfg.crawl.max_pages_per_host)
+            lanes = Lanes(cfg.fetch.per_host, cfg.fetch.delay, auto_throttle=cfg.fetch.auto_throttle)
             frontier = SqliteFrontier(db, admission, lanes, cfg.crawl.max_pages)
+            fetcher = Fetcher(cfg.fetch, lanes, in_scope=scope.allows, claim=frontier.claim,
+                              strip_tracking=cfg.crawl.strip_tracking)
+            if cfg.robots.obey:
+                frontier.robots = fetcher.robots = RobotsCache(
+                    cfg.fetch.user_agent, fetcher.fetch_resource, lanes,
+                    max_crawl_delay=cfg.robots.max_crawl_delay, refresh_after=cfg.robots.refresh_after)
             before = await frontier.open()
             resumed = before if before.discovered else None
             await store.set_meta(seeds=all_seeds, status="running")
             await frontier.add_seeds(self.seeds)
-            fetcher = Fetcher(cfg.fetch, lanes, in_scope=scope.allows, claim=frontier.claim,
-                              strip_tracking=cfg.crawl.strip_tracking)
             async with fetcher, ParseStage(cfg.parse.workers, cfg.crawl.strip_tracking) as parser:
-                await self._run_stages(frontier, fetcher, parser, Gatherer(store, frontier, self.stats))
+                await self._run_stages(frontier, fetcher, parser, Gatherer(store, frontier, self.stats, product_token(cfg.fetch.user_agent)))
+            if fetcher.robots is not None:
+                await store.set_meta(robots={o: asdict(i) for o, i in fetcher.robots.info.items()})
             reason = "max_pages" if frontier.queued else "done"
             await store.set_meta(status="finished" if reason == "done" else "stopped")
             return CrawlResult(cfg.crawl.db, resumed, self.stats, reason)
@@ -89,6 +98,8 @@ class Crawl:
         progress = PlainProgress(self.stats, frontier, self.log)
         async with asyncio.TaskGroup() as tg:
             progress_task = tg.create_task(progress.run())
+            if fetcher.robots is not None and self.config.crawl.sitemaps and self.seeds:
+                tg.create_task(self._sitemaps(fetcher, frontier))
             fetchers = [tg.create_task(self._fetch_worker(fetcher, frontier, fetch_q, parse_q)) for _ in range(n_fetch)]
             parsers = [tg.create_task(self._parse_worker(parser, parse_q, gather_q)) for _ in range(parser.lanes)]
             gathering = tg.create_task(gatherer.run(gather_q))
@@ -103,6 +114,16 @@ class Crawl:
             await gather_q.put(DONE)
             await gathering
             progress_task.cancel()
+
+    async def _sitemaps(self, fetcher: Fetcher, frontier: SqliteFrontier) -> None:
+        """Seed from sitemaps; the frontier is not finished while this may still add URLs."""
+        assert fetcher.robots is not None
+        frontier.producers += 1
+        try:
+            await discover_sitemaps(self.seeds, fetcher, fetcher.robots, frontier, self.log)
+        finally:
+            frontier.producers -= 1
+            frontier.wakeup.set()
 
     async def _schedule(self, frontier: SqliteFrontier, fetch_q: asyncio.Queue[Task | None]) -> None:
         """Scatter: lease ready URLs while fetch workers are free; sleep until something changes."""

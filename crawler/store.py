@@ -8,7 +8,9 @@ Schema (``sgcrawl export`` and ``sgcrawl report`` read it; documented in README.
 
 - ``urls``: every URL the crawl ever discovered, exactly once. ``state`` 0 queued, 1 stored,
   2 skipped (``reason`` says why). ``parent`` is the ``urls.id`` of the page where it was first
-  found; ``origin`` is the politeness lane (``host:port``).
+  found; ``origin`` is the politeness lane (``host:port``). ``chain`` counts the ancestors in a
+  row that share the URL's template (trap detection); ``admitted`` is 1 when the URL passed
+  admission (it counts against --max-pages-per-host).
 - ``pages``: one row per stored URL (``id`` = ``urls.id``), fetched or failed with ``error``.
 - ``contents``: sha256 of a body -> the first page stored with it (content dedupe).
 - ``meta``: key/value facts about the crawl (seeds, settings, status).
@@ -39,7 +41,9 @@ CREATE TABLE IF NOT EXISTS urls (
     depth   INTEGER NOT NULL,
     parent  INTEGER,
     state   INTEGER NOT NULL,
-    reason  TEXT
+    reason  TEXT,
+    chain   INTEGER NOT NULL DEFAULT 0,
+    admitted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS urls_queued ON urls (origin, id) WHERE state = 0;
 CREATE TABLE IF NOT EXISTS pages (
@@ -62,15 +66,16 @@ CREATE TABLE IF NOT EXISTS pages (
     detail        TEXT,
     attempts      INTEGER NOT NULL,
     encoding      TEXT,
-    headers       TEXT
+    headers       TEXT,
+    noindex       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS contents (hash TEXT PRIMARY KEY, first INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 _INSERT_PAGE = """INSERT OR REPLACE INTO pages (id, final_url, status, fetched_at, elapsed_ms,
     content_type, bytes, title, description, canonical, meta_robots, text, links, content_hash,
-    duplicate_of, error, detail, attempts, encoding, headers)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    duplicate_of, error, detail, attempts, encoding, headers, noindex)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 
 async def open_db(path: Path) -> aiosqlite.Connection:
@@ -110,8 +115,11 @@ class Store:
             raise
         await self.db.execute("COMMIT")
 
-    async def put_pages(self, outcomes: Sequence[Outcome]) -> None:
+    async def put_pages(self, outcomes: Sequence[Outcome], noindex: frozenset[int] = frozenset()) -> None:
         """Store fetched pages (idempotent: a page re-fetched after a crash replaces itself).
+
+        ``noindex``: ids of pages that asked not to be indexed (meta robots, X-Robots-Tag):
+        stored, and flagged.
 
         Content dedupe: the first page stored with a body keeps it; later ones point to it
         with ``duplicate_of``. Empty bodies (failed fetches) are never duplicates.
@@ -137,7 +145,7 @@ class Store:
                 len(r.body), p and p.title, p and p.description, p and p.canonical,
                 p and p.meta_robots, p.text if p else "", p.n_links if p else 0, o.content_hash,
                 dup if dup != r.task.id else None, r.error, r.detail, r.task.attempt + 1,
-                p and p.encoding, json.dumps(r.headers) if r.headers else None,
+                p and p.encoding, json.dumps(r.headers) if r.headers else None, int(r.task.id in noindex),
             ))
         await self.db.executemany(_INSERT_PAGE, rows)
 
