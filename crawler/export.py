@@ -1,7 +1,7 @@
 """JSONL export: one JSON object per stored URL, streamed from the database.
 
 Keys are those of SPEC.md (``url`` … ``error``), plus ``description``, ``canonical``,
-``meta_robots`` and ``attempts``. ``text`` is left out with ``include_text=False``.
+``meta_robots``, ``noindex`` (the page asked not to be indexed) and ``attempts``. ``text`` is left out with ``include_text=False``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["iter_records", "write_jsonl"]
 _QUERY = """
 SELECT u.url, p.final_url, p.status, u.depth, par.url, p.fetched_at, p.elapsed_ms,
        p.content_type, p.bytes, p.title, {text}, p.links, p.content_hash, dup.url, p.error,
-       p.description, p.canonical, p.meta_robots, p.attempts
+       p.description, p.canonical, p.meta_robots, p.noindex, p.attempts
 FROM pages p
 JOIN urls u ON u.id = p.id
 LEFT JOIN urls par ON par.id = u.parent
@@ -27,7 +27,7 @@ ORDER BY p.id
 """
 _KEYS = ("url", "final_url", "status", "depth", "parent", "fetched_at", "elapsed_ms", "content_type",
          "bytes", "title", "text", "links", "content_hash", "duplicate_of", "error",
-         "description", "canonical", "meta_robots", "attempts")
+         "description", "canonical", "meta_robots", "noindex", "attempts")
 
 
 def _iso(ts: float) -> str:
@@ -43,6 +43,7 @@ def iter_records(db_path: Path, include_text: bool = True) -> Iterator[dict[str,
         for row in db.execute(_QUERY.format(text="p.text" if include_text else "NULL")):
             record = dict(zip(_KEYS, row))
             record["fetched_at"] = _iso(record["fetched_at"])
+            record["noindex"] = bool(record["noindex"])
             if not include_text:
                 del record["text"]
             yield record

@@ -1,7 +1,8 @@
 """The parser stage: one HTML body in, a ``ParsedPage`` out (selectolax, lexbor backend).
 
 ``parse_html`` is a pure top-level function of picklable values, so that the pipeline
-can run it in a process pool; it never raises, whatever the bytes.
+can run it in a process pool; it never raises, whatever the bytes. ``robots_directives``
+reads the ``X-Robots-Tag`` response header, the HTTP twin of ``<meta name=robots>``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -17,7 +19,7 @@ from crawler.charset import decode, detect, from_meta, looks_binary
 from crawler.models import ParsedPage
 from crawler.urls import canonical_link, resolve
 
-__all__ = ["parse_html", "init_worker"]
+__all__ = ["parse_html", "init_worker", "robots_directives"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,16 @@ _RAW_END = {name: re.compile(rf"</{name}[\t\n\x0c\r />]", re.I) for name in ("sc
 _VOID = frozenset("area base br col embed hr img input link meta source track wbr".split())
 _SIBLINGS = frozenset("p li dt dd option optgroup tr td th tbody thead tfoot rb rt rp".split())
 
+# A longer <meta http-equiv=refresh> delay is a page that changes, not a redirect.
+_MAX_REFRESH_DELAY = 60
+_WS = "\t\n\x0c\r "  # ASCII whitespace, as HTML defines it
+# Robots directive names, so that "unavailable_after: <date>" is not read as a
+# user-agent prefix. Any other single token before the first ':' names a user agent.
+_DIRECTIVES = frozenset(
+    "all none index noindex follow nofollow noarchive nocache nosnippet noimageindex notranslate "
+    "indexifembedded noodp noydir unavailable_after max-snippet max-image-preview max-video-preview".split())
+_DIRECTIVE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
 
 class _Head(NamedTuple):
     title: str | None
@@ -46,15 +58,19 @@ class _Head(NamedTuple):
     canonical: str | None  # raw href
     base: str | None  # raw href of the first <base href>
     charset: str | None  # the first <meta> charset declaration (WHATWG name)
+    refresh: tuple[int, str | None] | None  # the first valid <meta http-equiv=refresh>: (delay, raw target)
 
 
 def parse_html(body: bytes, url: str, content_type: str | None = None, *,
                strip_tracking: bool = True) -> ParsedPage:
-    """Extract title, description, canonical, meta robots, visible text and links.
+    """Extract title, description, canonical, meta robots, refresh, visible text and links.
 
     ``url`` is the final URL of the response: links resolve against the first
-    ``<base href>`` (itself resolved against ``url``), else ``url``. Never raises:
-    a binary body, or one the parser chokes on, gives an empty page.
+    ``<base href>`` (itself resolved against ``url``), else ``url``. ``refresh`` is
+    the target of the first valid ``<meta http-equiv=refresh>`` (as browsers pick it)
+    when its delay is at most 60 s and it leads to another page; it is extracted even
+    when meta robots says ``nofollow``. Never raises: a binary body, or one the parser
+    chokes on, gives an empty page.
     """
     encoding = "utf-8"
     try:
@@ -80,6 +96,37 @@ def init_worker() -> None:
         pass
 
 
+def robots_directives(values: Iterable[str], user_agent_token: str) -> frozenset[str]:
+    """The lowercased directive names of ``X-Robots-Tag`` header values that apply to us.
+
+    Each value is one header line as received: comma-separated directives, optionally
+    led by a user-agent token (``googlebot: noindex, nofollow``), which scopes the rest
+    of that value to that agent; unprefixed values apply to every agent. The token is
+    matched against ``user_agent_token`` case-insensitively. A known directive before
+    a colon (``unavailable_after: 25 Jun 2010 15:00:00 PST``) is not a prefix. ``none``
+    gives ``noindex`` and ``nofollow``; parameters are dropped (``max-snippet: 20`` ->
+    ``max-snippet``); what is not a name is ignored. Never raises.
+    """
+    ours = user_agent_token.strip().lower() if isinstance(user_agent_token, str) else ""
+    names: set[str] = set()
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        applies = True
+        for item in value.lower().split(","):
+            name, colon, rest = item.partition(":")
+            name = name.strip(_WS)
+            if colon and name not in _DIRECTIVES and _DIRECTIVE_NAME.fullmatch(name):
+                applies = name == ours  # a user-agent prefix: it scopes what follows
+                name = rest.partition(":")[0].strip(_WS)
+            if applies:
+                names.update(word for word in name.split() if _DIRECTIVE_NAME.fullmatch(word))
+    if "none" in names:
+        names.remove("none")
+        names.update(("noindex", "nofollow"))
+    return frozenset(names)
+
+
 def _empty(encoding: str) -> ParsedPage:
     return ParsedPage(None, None, None, None, "", (), 0, encoding)
 
@@ -98,17 +145,22 @@ def _parse(body: bytes, url: str, encoding: str, declared: bool, strip_tracking:
     canonical = None if head.canonical is None else canonical_link(base, head.canonical, strip_tracking)
     found = _links(tree, base, strip_tracking)
     follow = not (head.robots and {"nofollow", "none"} & set(head.robots.replace(",", " ").split()))
+    refresh = None
+    if head.refresh is not None and head.refresh[0] <= _MAX_REFRESH_DELAY and head.refresh[1] is not None:
+        refresh = canonical_link(base, head.refresh[1], strip_tracking)
+        if refresh is not None and refresh == canonical_link(url, url, strip_tracking):
+            refresh = None  # a page that reloads itself is not a redirect
     return ParsedPage(title=head.title, description=head.description, canonical=canonical,
                       meta_robots=head.robots, text=_text(tree),
                       links=tuple(link for link, ok in found.items() if ok) if follow else (),
-                      n_links=len(found), encoding=encoding)
+                      n_links=len(found), encoding=encoding, refresh=refresh)
 
 
 def _head(tree: LexborHTMLParser) -> _Head:
     """The document's metadata, wherever the tree builder put it (head or body)."""
     titles = tree.tags("title")
     title = _collapse(titles[0].text()) if titles else ""
-    description = charset = None
+    description = charset = refresh = None
     robots: list[str] = []
     for node in tree.tags("meta"):
         attrs = node.attributes
@@ -119,6 +171,9 @@ def _head(tree: LexborHTMLParser) -> _Head:
             robots.append(_collapse(content).lower())
         if charset is None:
             charset = from_meta(attrs)
+        if (refresh is None and (equiv := attrs.get("http-equiv"))
+                and equiv.strip(_WS).lower() == "refresh" and (content := attrs.get("content"))):
+            refresh = _refresh(content)
     canonical = None
     for node in tree.tags("link"):
         attrs = node.attributes
@@ -127,7 +182,38 @@ def _head(tree: LexborHTMLParser) -> _Head:
             break
     base = next((href for node in tree.tags("base") if (href := node.attributes.get("href")) is not None), None)
     return _Head(title=title or None, description=description,
-                 robots=", ".join(robots) or None, canonical=canonical, base=base, charset=charset)
+                 robots=", ".join(robots) or None, canonical=canonical, base=base, charset=charset,
+                 refresh=refresh)
+
+
+def _refresh(content: str) -> tuple[int, str | None] | None:
+    """``(delay, raw target)`` of a refresh ``content``, None if a browser would ignore it.
+
+    The WHATWG "shared declarative refresh steps": ``5;url=/x``, ``0; URL='/x'``,
+    ``0,/x``, ``3`` (no target: reload). The fraction of a delay is ignored.
+    """
+    rest = content.lstrip(_WS)
+    digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+    if not digits and not rest.startswith("."):
+        return None
+    rest = rest[len(digits):].lstrip("0123456789.")
+    if rest and rest[0] not in ";," + _WS:
+        return None
+    digits = digits.lstrip("0")  # int() raises past 4,300 digits: cap before converting
+    delay = int(digits or "0") if len(digits) <= 4 else _MAX_REFRESH_DELAY + 1
+    rest = rest.lstrip(_WS)
+    if rest[:1] in (";", ","):
+        rest = rest[1:].lstrip(_WS)
+    if not rest:
+        return delay, None
+    if rest[:3].lower() == "url":
+        after = rest[3:].lstrip(_WS)
+        if not after.startswith("="):
+            return delay, rest  # "url" was the start of a relative URL
+        rest = after[1:].lstrip(_WS)
+    if rest[:1] in ("'", '"'):
+        rest = rest[1:].partition(rest[0])[0]
+    return delay, rest
 
 
 def _links(tree: LexborHTMLParser, base: str, strip_tracking: bool) -> dict[str, bool]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from crawler import parse
 from crawler.charset import normalize
 from crawler.models import ParsedPage
-from crawler.parse import parse_html
+from crawler.parse import parse_html, robots_directives
 
 CASES = json.loads((Path(__file__).parent / "data" / "html_encoding_cases.json").read_text())
 URL = "http://site.test/dir/page.html"
@@ -127,6 +127,102 @@ def test_strip_tracking_is_passed_through(monkeypatch: pytest.MonkeyPatch) -> No
     parse_html(page(body='<a href="/a">a</a>'), URL, strip_tracking=False)
     parse_html(page(body='<a href="/a">a</a>'), URL)
     assert seen == [False, True]
+
+
+def refresh_meta(content: str, equiv: str = "refresh") -> str:
+    return f'<meta http-equiv="{equiv}" content="{content}">'
+
+
+@pytest.mark.parametrize(
+    ("head", "url", "refresh"),
+    [
+        (refresh_meta("5;url=/x"), URL, "http://site.test/x"),
+        (refresh_meta("0; URL='/x'"), URL, "http://site.test/x"),
+        (refresh_meta("0;/x"), URL, "http://site.test/x"),  # no "url="
+        (refresh_meta("0,/x"), URL, "http://site.test/x"),
+        (refresh_meta("  0  ;  url  =  &quot;next.html?b=2&amp;a=1#top&quot;  "), URL,
+         "http://site.test/dir/next.html?a=1&b=2"),
+        (refresh_meta("0; url='/x'junk'"), URL, "http://site.test/x"),  # cut at the closing quote
+        (refresh_meta("1.5; url=/x"), URL, "http://site.test/x"),  # the fraction is ignored
+        (refresh_meta(".5; url=/x"), URL, "http://site.test/x"),
+        (refresh_meta("60; url=/x"), URL, "http://site.test/x"),
+        (refresh_meta("0; url=http://other.test/y?utm_source=z"), URL, "http://other.test/y"),
+        (refresh_meta("0;url=x.html", equiv="Refresh"), URL, "http://site.test/dir/x.html"),
+        (refresh_meta("0;url=x.html", equiv=" REFRESH "), URL, "http://site.test/dir/x.html"),
+        (refresh_meta("0;url=x.html") + '<base href="/b/">', URL, "http://site.test/b/x.html"),  # base wins
+        (refresh_meta("0; urlish.html"), URL, "http://site.test/dir/urlish.html"),  # a URL starting "url"
+        (refresh_meta("61; url=/x"), URL, None),  # a slow refresh is a changing page, not a redirect
+        (refresh_meta("99999999999999999999999999; url=/x"), URL, None),
+        (refresh_meta("3"), URL, None),  # no target: reloads itself
+        (refresh_meta("0; url="), URL, None),  # empty target: the page itself
+        (refresh_meta("0; url=page.html#frag"), URL, None),  # self-refresh
+        (refresh_meta("0; url=http://SITE.test:80/dir/page.html"), URL, None),
+        (refresh_meta("0; url=page.html"), URL + "?utm_source=x", None),  # same page once canonical
+        (refresh_meta("0; url=javascript:go()"), URL, None),
+        (refresh_meta("0; url=mailto:a@site.test"), URL, None),
+        (refresh_meta("0; url=http://[bad"), URL, None),
+        (refresh_meta("soon; url=/x"), URL, None),
+        (refresh_meta("-1; url=/x"), URL, None),
+        (refresh_meta("5x; url=/x"), URL, None),
+        ('<meta http-equiv="refresh">', URL, None),
+        ('<meta name="refresh" content="0;url=/x">', URL, None),  # name=, not http-equiv=
+        (refresh_meta("0;url=/first") + refresh_meta("0;url=/second"), URL, "http://site.test/first"),
+        (refresh_meta("3") + refresh_meta("0;url=/second"), URL, None),  # the first valid one counts
+        (refresh_meta("99;url=/a") + refresh_meta("0;url=/second"), URL, None),
+        (refresh_meta("") + refresh_meta("bad") + refresh_meta("0;url=/3"), URL, "http://site.test/3"),
+        ("", URL, None),
+    ],
+)
+def test_meta_refresh(head: str, url: str, refresh: str | None) -> None:
+    assert parse_html(page(head), url).refresh == refresh
+
+
+def test_meta_refresh_ignores_nofollow_and_body_placement() -> None:
+    # nofollow is the crawler's business; the refresh sits in <body> after <noscript><img>
+    head = '<meta name="robots" content="nofollow"><noscript><img src="p.gif"></noscript>'
+    head += refresh_meta("0;url=/x")
+    parsed = parse_html(page(head, '<a href="/a">a</a>'), URL)
+    assert (parsed.refresh, parsed.links) == ("http://site.test/x", ())
+
+
+def test_meta_refresh_strip_tracking_passed_through() -> None:
+    head = refresh_meta("0;url=/x?utm_source=a")
+    assert parse_html(page(head), URL, strip_tracking=False).refresh == "http://site.test/x?utm_source=a"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["noindex"], {"noindex"}),
+        (["NoIndex, NOFOLLOW"], {"noindex", "nofollow"}),
+        (["noindex", "nofollow"], {"noindex", "nofollow"}),  # several header lines
+        (["none"], {"noindex", "nofollow"}),
+        (["all"], {"all"}),
+        (["noarchive,nosnippet , max-snippet: 20"], {"noarchive", "nosnippet", "max-snippet"}),
+        (["sgcrawl: noindex, nofollow"], {"noindex", "nofollow"}),
+        (["SGCrawl:none"], {"noindex", "nofollow"}),
+        (["googlebot: noindex, nofollow"], set()),  # another bot's
+        (["googlebot: noindex", "nofollow"], {"nofollow"}),
+        (["googlebot: noindex", "sgcrawl: noarchive"], {"noarchive"}),
+        (["googlebot: noindex, sgcrawl: nofollow"], {"nofollow"}),  # lines folded into one
+        (["unavailable_after: 25 Jun 2010 15:00:00 PST"], {"unavailable_after"}),
+        (["noindex, unavailable_after: Friday, 25-Jun-10 15:00:00 GMT"], {"noindex", "unavailable_after"}),
+        (["sgcrawl: unavailable_after: 25 Jun 2010 15:00:00 PST"], {"unavailable_after"}),
+        (["otherbot: unavailable_after: 25 Jun 2010 15:00:00 PST"], set()),
+        (["noindex nofollow"], {"noindex", "nofollow"}),  # spaces instead of commas
+        (["", " ", ",,", ":", "::noindex", "\x00<html>"], set()),
+        (["sgcrawl:", "googlebot:"], set()),
+        ([], set()),
+        ([None, 5, "noindex"], {"noindex"}),  # not strings: ignored
+    ],
+)
+def test_robots_directives(values: list[Any], expected: set[str]) -> None:
+    assert robots_directives(values, "sgcrawl") == expected
+
+
+def test_robots_directives_token_is_case_insensitive() -> None:
+    assert robots_directives(["SGCrawl: noindex"], " SGCRAWL ") == {"noindex"}
+    assert robots_directives(("googlebot: noindex" for _ in range(2)), "googlebot") == {"noindex"}
 
 
 @pytest.mark.parametrize(
@@ -246,4 +342,4 @@ def test_init_worker_is_harmless() -> None:
 
 
 def test_public_names() -> None:
-    assert parse.__all__ == ["parse_html", "init_worker"]
+    assert parse.__all__ == ["parse_html", "init_worker", "robots_directives"]
