@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from crawler.config import Config, load_config
+from crawler.config import SETTINGS, Config, load_config
 from crawler.pipeline import CrawlResult, run_crawl
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,6 +51,9 @@ def html(title: str = "", links: tuple[str, ...] | list[str] = (), body: str = "
     return f"<!doctype html><html><head><title>{title}</title>{head}</head><body>{body}\n{anchors}</body></html>"
 
 
+AUXILIARY = ("/robots.txt", "/sitemap.xml")
+
+
 @dataclass
 class Hit:
     path: str  # path and query as requested
@@ -79,8 +82,14 @@ class Site:
     def count(self, path: str) -> int:
         return sum(1 for h in self.log if h.path == path)
 
+    @property
+    def page_log(self) -> list[Hit]:
+        """Requests for pages: the log without robots.txt and sitemap.xml."""
+        return [h for h in self.log if h.path not in AUXILIARY]
+
     def paths(self) -> list[str]:
-        return [h.path for h in self.log]
+        """Paths of page requests, in arrival order."""
+        return [h.path for h in self.page_log]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.log.append(Hit(request.path_qs, monotonic(), request.method, dict(request.headers)))
@@ -122,11 +131,9 @@ def make_config(tmp_path: Path, **settings: Any) -> Config:
     flags: dict[str, Any] = {"crawl.db": str(tmp_path / "crawl.db"), "fetch.delay": 0.0,
                              "fetch.per_host": 8, "fetch.retry_backoff": 0.05, "parse.workers": 0,
                              "fetch.timeout": 10.0}
+    sections = {setting.key: setting.section for setting in SETTINGS}
     for key, value in settings.items():
-        section = "crawl" if key in {"max_pages", "max_depth", "scope", "include", "exclude", "strip_tracking",
-                                     "max_url_length", "export", "db"} else (
-            "robots" if key == "obey" else "parse" if key == "workers" else "fetch")
-        flags[f"{section}.{key}"] = value
+        flags[f"{sections[key]}.{key}"] = value
     config_file = tmp_path / "empty.toml"
     config_file.write_text("")
     return load_config(config_file, flags)

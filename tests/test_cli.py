@@ -69,12 +69,12 @@ async def test_resume_of_finished_crawl_fetches_nothing_again(make_site, tmp_pat
     site = await small_site(make_site)
     args = ("run", site.url("/"), "--db", str(tmp_path / "c.db"), "--delay", "0")
     assert (await run_cli(*args, cwd=tmp_path)).returncode == 0
-    first = len(site.log)
+    first = len(site.page_log)
     res = await run_cli(*args, cwd=tmp_path)
-    assert res.returncode == 0 and len(site.log) == first
+    assert res.returncode == 0 and len(site.page_log) == first
     assert "Resumed" in res.stdout
     res = await run_cli(*args, "--fresh", cwd=tmp_path)
-    assert res.returncode == 0 and len(site.log) == 2 * first
+    assert res.returncode == 0 and len(site.page_log) == 2 * first
 
 
 BAD_INPUT = [
@@ -128,7 +128,7 @@ async def test_cli_flag_beats_config_file(make_site, tmp_path):
     (tmp_path / "crawl.toml").write_text("[crawl]\nmax_pages = 2\n[fetch]\ndelay = 0.0\n")
     res = await run_cli("run", site.url("/"), "--max-pages", "4", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert len(site.log) == 4
+    assert len(site.page_log) == 4
     assert (tmp_path / "output" / "crawl.db").is_file()  # the default --db
 
 
