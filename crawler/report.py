@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ def build_report(path: Path) -> dict[str, Any]:
         "duration_s": round(last - first, 3) if first is not None else 0.0,
         "hosts": hosts,
         "pages": pages,
+        "robots": meta.get("robots", {}),
     }
 
 
@@ -89,6 +91,15 @@ def render_text(report: dict[str, Any]) -> str:
         "  latency   " + (f"p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms"
                          if lat["p50"] is not None else "no responses"),
     ]
+    robots = report["robots"]
+    if robots:
+        kinds = Counter(info["status"] for info in robots.values())
+        delays = {o: i for o, i in robots.items() if i["crawl_delay"]}
+        line = f"  robots    {len(robots):,} hosts: " + _breakdown(dict(kinds.most_common()))
+        if delays:
+            capped = [o for o, i in delays.items() if i["capped"]]
+            line += f"; Crawl-delay on {len(delays):,}" + (f" (capped on {', '.join(capped[:5])})" if capped else "")
+        lines.append(line)
     if report["hosts"]:
         lines.append("  hosts     " + ", ".join(f"{h['origin']} {h['pages']:,}" for h in report["hosts"][:8])
                      + (f" (+{len(report['hosts']) - 8} more)" if len(report["hosts"]) > 8 else ""))
