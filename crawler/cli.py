@@ -145,22 +145,21 @@ def run(
     if not start and not cfg.crawl.db.exists():
         _fail("no seed URLs: give SEED arguments, --seeds FILE, or crawl.seeds in the config")
 
-    import asyncio
-
-    from .pipeline import run_crawl
+    from .pipeline import StorageError
     from .report import build_report, render_text
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        result = asyncio.run(run_crawl(cfg, start, fresh=fresh, log=log))
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+        result = _crawl_with_signals(cfg, start, fresh, log)
+    except StorageError as exc:
+        _fail(str(exc), EXIT_USAGE if exc.usage else 1)
     if result.resumed is not None:
         r = result.resumed
         print(f"Resumed a crawl of {r.discovered:,} URLs ({r.stored:,} stored, {r.queued:,} queued).")
+        for change in result.changed:
+            print(f"  setting changed since the last run: {change}")
     print(render_text(build_report(result.db)))
     s = result.stats
     print(f"  this run  {s.stored:,} stored in {s.elapsed:.1f} s, {s.rate():.1f} pages/s, "
@@ -168,6 +167,35 @@ def run(
     if cfg.crawl.export is not None:
         n = _export_to(result.db, cfg.crawl.export, include_text=True)
         print(f"  exported  {n:,} records to {cfg.crawl.export}")
+    if result.reason == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _crawl_with_signals(cfg: Any, seeds: list[str], fresh: bool, log: Any) -> Any:
+    """Run the crawl; the first SIGINT/SIGTERM stops it cleanly, a second exits at once."""
+    import asyncio
+    import os
+    import signal
+
+    from .pipeline import Crawl
+
+    async def main() -> Any:
+        crawl = Crawl(cfg, seeds, log, fresh)
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if crawl.stopping:
+                log("interrupted again: exiting now (the database stays consistent; run again to resume)")
+                os._exit(EXIT_INTERRUPTED)
+            log(f"stopping: no new requests; in-flight ones get {crawl.grace:g} s "
+                "(Ctrl-C again to exit at once)")
+            crawl.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        return await crawl.run()
+
+    return asyncio.run(main())
 
 
 def _export_to(db: Path, out: Path | str, include_text: bool) -> int:

@@ -43,9 +43,10 @@ class Error:
     DECODE = "decode"  # a body that could not be decompressed
     PROTOCOL = "protocol"  # any other malformed HTTP exchange
     PARSE = "parse"  # the parser failed on the body (kept, unparsed)
+    STALLED = "stalled"  # the watchdog abandoned a request that made no progress
 
     #: failures worth another attempt (connection trouble, timeouts, overload)
-    TRANSIENT = frozenset({TIMEOUT, CONNECTION, HTTP_5XX, HTTP_429})
+    TRANSIENT = frozenset({TIMEOUT, CONNECTION, HTTP_5XX, HTTP_429, STALLED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,16 @@ queued, nothing leased); then shutdown flows downstream, stage by stage, with en
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import random
-from collections.abc import Callable
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from time import monotonic
 
 from .config import Config
 from .discover import discover_sitemaps
@@ -28,9 +34,9 @@ from .robots import product_token
 from .robots_cache import RobotsCache
 from .scope import Admission, Scope
 from .stats import Stats
-from .store import Store, open_db
+from .store import StorageError, Store, open_db
 
-__all__ = ["Crawl", "CrawlResult", "remove_db", "run_crawl"]
+__all__ = ["Crawl", "CrawlResult", "StorageError", "remove_db", "run_crawl"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +44,44 @@ class CrawlResult:
     db: Path
     resumed: ResumeState | None  # what an earlier run had left, None for a new crawl
     stats: Stats
-    reason: str  # why the crawl ended
+    reason: str  # why the crawl ended: done, max_pages, interrupted
+    changed: tuple[str, ...] = ()  # settings that differ from the run being resumed
+
+
+def settings_of(config: Config) -> dict[str, object]:
+    """The settings a crawl records, to tell a resumed run what changed."""
+    flat = {f"{section}.{key}": value for section in ("crawl", "fetch", "robots", "parse")
+            for key, value in asdict(getattr(config, section)).items() if key not in ("db", "seeds")}
+    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
+
+
+def _changes(before: dict[str, object], now: dict[str, object]) -> tuple[str, ...]:
+    return tuple(f"{k}: {before[k]!r} -> {now[k]!r}" for k in now if k in before and before[k] != now[k])
+
+
+@contextmanager
+def _exclusive(db: Path) -> Iterator[None]:
+    """One run per database: a second would double-fetch and fight over the writer lock.
+
+    An advisory lock on ``<db>.lock``; the kernel drops it when the process dies (kill -9),
+    so a crashed run never blocks the next one.
+    """
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"--db {db}: cannot create its lock file: {exc.strerror or exc}", usage=True) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise StorageError(f"--db {db}: another sgcrawl run is using it (pid {holder})", usage=True) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def remove_db(path: Path) -> None:
@@ -48,16 +91,43 @@ def remove_db(path: Path) -> None:
 
 
 class Crawl:
-    """One run of a crawl over one database."""
+    """One run of a crawl over one database. :meth:`stop` ends it early, cleanly."""
 
-    def __init__(self, config: Config, seeds: list[str], log: Callable[[str], None]) -> None:
+    #: seconds in-flight requests get to finish after :meth:`stop` before they are abandoned
+    grace = 5.0
+
+    def __init__(self, config: Config, seeds: list[str], log: Callable[[str], None], fresh: bool = False) -> None:
         self.config = config
         self.seeds = seeds
+        self.fresh = fresh  # discard any earlier crawl in the database first
         self.log = log
         self.stats = Stats()
+        self.stopping = False
+        # The watchdog's patience: longer than any single request may legitimately take.
+        self.stall_after = max(60.0, 2 * config.fetch.timeout)
         self._fetching = 0
+        self._frontier: SqliteFrontier | None = None
+        self._deadlines: dict[asyncio.Timeout, float] = {}  # in-flight fetch -> start time
+
+    def stop(self) -> None:
+        """Stop scheduling; in-flight requests get :attr:`grace` seconds; then flush and end."""
+        self.stopping = True
+        if self._frontier is not None:
+            self._frontier.wakeup.set()
 
     async def run(self) -> CrawlResult:
+        """Run the crawl. Raises StorageError when the database cannot be used or written."""
+        with _exclusive(self.config.crawl.db):
+            if self.fresh:
+                remove_db(self.config.crawl.db)
+            try:
+                return await self._run()
+            except* sqlite3.Error as group:
+                leaf = _leaf(group)
+                raise StorageError(f"{self.config.crawl.db}: {leaf} (what was stored so far is safe; "
+                                   "fix the cause and run again to resume)") from leaf
+
+    async def _run(self) -> CrawlResult:
         cfg = self.config
         db = await open_db(cfg.crawl.db)
         try:
@@ -68,7 +138,7 @@ class Crawl:
             admission = Admission(scope, cfg.crawl.include, cfg.crawl.exclude, cfg.crawl.max_depth,
                                   cfg.crawl.max_url_length, max_pages_per_host=cfg.crawl.max_pages_per_host)
             lanes = Lanes(cfg.fetch.per_host, cfg.fetch.delay, auto_throttle=cfg.fetch.auto_throttle)
-            frontier = SqliteFrontier(db, admission, lanes, cfg.crawl.max_pages)
+            frontier = self._frontier = SqliteFrontier(db, admission, lanes, cfg.crawl.max_pages)
             fetcher = Fetcher(cfg.fetch, lanes, in_scope=scope.allows, claim=frontier.claim,
                               strip_tracking=cfg.crawl.strip_tracking)
             if cfg.robots.obey:
@@ -77,15 +147,17 @@ class Crawl:
                     max_crawl_delay=cfg.robots.max_crawl_delay, refresh_after=cfg.robots.refresh_after)
             before = await frontier.open()
             resumed = before if before.discovered else None
-            await store.set_meta(seeds=all_seeds, status="running")
+            settings = settings_of(cfg)
+            changed = _changes(meta.get("settings", {}), settings) if resumed else ()
+            await store.set_meta(seeds=all_seeds, status="running", settings=settings)
             await frontier.add_seeds(self.seeds)
             async with fetcher, ParseStage(cfg.parse.workers, cfg.crawl.strip_tracking) as parser:
                 await self._run_stages(frontier, fetcher, parser, Gatherer(store, frontier, self.stats, product_token(cfg.fetch.user_agent)))
             if fetcher.robots is not None:
                 await store.set_meta(robots={o: asdict(i) for o, i in fetcher.robots.info.items()})
-            reason = "max_pages" if frontier.queued else "done"
-            await store.set_meta(status="finished" if reason == "done" else "stopped")
-            return CrawlResult(cfg.crawl.db, resumed, self.stats, reason)
+            reason = "interrupted" if self.stopping else "max_pages" if frontier.queued else "done"
+            await store.set_meta(status="finished" if reason == "done" else reason)
+            return CrawlResult(cfg.crawl.db, resumed, self.stats, reason, changed)
         finally:
             await db.close()
 
@@ -103,17 +175,27 @@ class Crawl:
             fetchers = [tg.create_task(self._fetch_worker(fetcher, frontier, fetch_q, parse_q)) for _ in range(n_fetch)]
             parsers = [tg.create_task(self._parse_worker(parser, parse_q, gather_q)) for _ in range(parser.lanes)]
             gathering = tg.create_task(gatherer.run(gather_q))
+            watchdog = tg.create_task(self._watchdog())
             await self._schedule(frontier, fetch_q)
             # Shutdown flows downstream: each stage drains, then tells the next one it is done.
+            while self.stopping and not fetch_q.empty():
+                fetch_q.get_nowait()  # leased but never started: still queued on disk
             for _ in fetchers:
-                await fetch_q.put(None)
-            await asyncio.gather(*fetchers)
+                fetch_q.put_nowait(None)
+            _, late = await asyncio.wait(fetchers, timeout=self.grace if self.stopping else None)
+            if late:
+                self.log(f"abandoning {len(late)} requests still in flight after {self.grace:g} s "
+                         "(they stay queued for the next run)")
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late)
             for _ in parsers:
                 await parse_q.put(None)
             await asyncio.gather(*parsers)
             await gather_q.put(DONE)
             await gathering
             progress_task.cancel()
+            watchdog.cancel()
 
     async def _sitemaps(self, fetcher: Fetcher, frontier: SqliteFrontier) -> None:
         """Seed from sitemaps; the frontier is not finished while this may still add URLs."""
@@ -128,7 +210,7 @@ class Crawl:
     async def _schedule(self, frontier: SqliteFrontier, fetch_q: asyncio.Queue[Task | None]) -> None:
         """Scatter: lease ready URLs while fetch workers are free; sleep until something changes."""
         cap = self.config.fetch.concurrency
-        while not frontier.finished:
+        while not (frontier.finished or self.stopping):
             frontier.wakeup.clear()
             room = cap - self._fetching
             if room > 0:
@@ -138,7 +220,7 @@ class Crawl:
                     fetch_q.put_nowait(task)  # never blocks: at most `cap` tasks are out
                 if tasks:
                     continue
-            if frontier.finished:
+            if frontier.finished or self.stopping:
                 break
             try:
                 # Woken by new links, a free lane slot or an ack; the timeout is only the time at
@@ -151,10 +233,23 @@ class Crawl:
                             fetch_q: asyncio.Queue[Task | None], parse_q: asyncio.Queue[FetchResult | None]) -> None:
         retries, backoff = self.config.fetch.retries, self.config.fetch.retry_backoff
         while (task := await fetch_q.get()) is not None:
+            started = monotonic()
             try:
-                result = await fetcher.fetch(task)
+                # A deadline only the watchdog sets: requests have their own timeouts, this is
+                # the net under them, so that a crawl can never hang on one.
+                async with asyncio.timeout(None) as deadline:
+                    self._deadlines[deadline] = started
+                    try:
+                        result = await fetcher.fetch(task)
+                    finally:
+                        del self._deadlines[deadline]
+            except TimeoutError:
+                result = FetchResult(task, task.url, None, None, (), b"", time.time(),
+                                     round((monotonic() - started) * 1000, 3), error=Error.STALLED,
+                                     detail=f"no progress for {self.stall_after:g} s")
             finally:
                 self._fetching -= 1
+                self.stats.fetched += 1
             if result.error in Error.TRANSIENT and task.attempt < retries:
                 # Exponential back-off with jitter; the task waits in the frontier, not in a worker.
                 delay = backoff * (2 ** task.attempt) * random.uniform(0.5, 1.5)
@@ -164,6 +259,23 @@ class Crawl:
                 frontier.release(task, delay)
                 continue
             await parse_q.put(result)
+
+    async def _watchdog(self) -> None:
+        """Abandon requests when the whole crawl has made no progress for ``stall_after``."""
+        last, since = -1, monotonic()
+        while True:
+            await asyncio.sleep(min(self.stall_after / 4, 5.0))
+            now = monotonic()
+            if self.stats.fetched != last:
+                last, since = self.stats.fetched, now
+                continue
+            stuck = [d for d, started in self._deadlines.items() if now - started >= self.stall_after]
+            if stuck and now - since >= self.stall_after:
+                self.log(f"watchdog: no progress for {now - since:.0f} s; abandoning {len(stuck)} "
+                         "stuck requests (retried, or recorded as 'stalled')")
+                for deadline in stuck:
+                    deadline.reschedule(asyncio.get_running_loop().time())
+                since = now
 
     async def _parse_worker(self, parser: ParseStage, parse_q: asyncio.Queue[FetchResult | None],
                             gather_q: asyncio.Queue[Outcome | None]) -> None:
@@ -183,9 +295,14 @@ class Crawl:
                 return
 
 
+def _leaf(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 async def run_crawl(config: Config, seeds: list[str], *, fresh: bool, log: Callable[[str], None]) -> CrawlResult:
     """Run (or resume) the crawl of ``config.crawl.db``; ``fresh`` discards an earlier one first."""
-    if fresh:
-        remove_db(config.crawl.db)
-    return await Crawl(config, seeds, log).run()
+    return await Crawl(config, seeds, log, fresh).run()
 

@@ -20,6 +20,7 @@ class Stats:
     """Counters of this run (not of earlier runs of a resumed crawl)."""
 
     started: float = field(default_factory=monotonic)
+    fetched: int = 0  # fetch attempts finished (the watchdog's measure of progress)
     stored: int = 0
     failed: int = 0
     bytes: int = 0

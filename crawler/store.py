@@ -19,6 +19,7 @@ Schema (``sgcrawl export`` and ``sgcrawl report`` read it; documented in README.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,9 +29,21 @@ import aiosqlite
 
 from .models import Outcome
 
-__all__ = ["SCHEMA", "Store", "QUEUED", "STORED", "SKIPPED", "open_db"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
+SCHEMA_VERSION = 1  # PRAGMA user_version of a crawl database
+
+
+class StorageError(Exception):
+    """The crawl database cannot be used: unreadable, not ours, locked, or the disk is full.
+
+    ``usage`` is True when the user can fix it by choosing another ``--db`` (exit code 2).
+    """
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -83,9 +96,19 @@ async def open_db(path: Path) -> aiosqlite.Connection:
 
     Transactions are explicit (:meth:`Store.transaction`): one per gathered batch.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path, isolation_level=None)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"--db {path}: cannot open: {exc}", usage=True) from None
+    try:
+        async with db.execute("PRAGMA user_version") as cur:
+            version = (await cur.fetchone())[0]  # type: ignore[index]
+        async with db.execute("SELECT COUNT(*) FROM sqlite_master") as cur:
+            tables = (await cur.fetchone())[0]  # type: ignore[index]
+        if tables and version != SCHEMA_VERSION:
+            raise StorageError(f"--db {path}: not a crawl database of this sgcrawl version "
+                               "(use another --db, or --fresh to replace it)", usage=True)
         await db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a power cut may lose the last batches but never corrupts the file;
         # a process crash (kill -9) loses nothing that was committed.
@@ -93,6 +116,10 @@ async def open_db(path: Path) -> aiosqlite.Connection:
         await db.execute("PRAGMA busy_timeout=5000")
         await db.execute("PRAGMA cache_size=-32000")
         await db.executescript(SCHEMA)
+        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except sqlite3.DatabaseError as exc:
+        await db.close()
+        raise StorageError(f"--db {path}: not a usable SQLite database: {exc}", usage=True) from None
     except BaseException:
         await db.close()
         raise
