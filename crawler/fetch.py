@@ -5,6 +5,11 @@ here, one hop at a time, so that each hop is checked (scope, hop count, loops) a
 a hop to another origin gives back the old lane's slot and waits for one of the new lane's.
 A hop's target is *claimed* in the frontier's dedupe set, so that it is fetched only here;
 a target the crawl already knows ends the chain (it is or will be fetched on its own).
+
+Bodies are decoded here (:mod:`crawler.decode`), not by aiohttp (``auto_decompress=False``):
+the decoder is fed one network chunk at a time with an output limit of what is left under ``--max-bytes``, so a bomb
+costs the cap and no more, and a gzip stream that stops short is an error (``decode``) instead
+of a silently truncated page (aiohttp checks the end of deflate streams, not of gzip ones).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from time import monotonic
 import aiohttp
 
 from .config import FetchSettings
+from .decode import ACCEPT_ENCODING, BodyDecoder, DecodeError
 from .models import Error, FetchResult, Skip, Task
+from .netguard import NetPolicy, is_private_address_error, make_connector
 from .politeness import Lanes
 from .robots_cache import Resource, RobotsCache
 from .urls import canonical_link, origin_of
@@ -29,7 +36,6 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _SMALL = 64 * 1024  # a non-HTML body up to this size is read to keep the connection alive
 
-
 def is_html(content_type: str | None) -> bool:
     """Parse this response? A missing Content-Type is sniffed by the parser, so yes."""
     if not content_type:
@@ -37,17 +43,13 @@ def is_html(content_type: str | None) -> bool:
     return content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
 
 
-class _Failure(Exception):
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(kind)
-        self.kind, self.detail = kind, detail
-
-
 def _classify(exc: BaseException) -> tuple[str, str]:
     """Map an exception from aiohttp or the socket layer to an error kind."""
     detail = f"{type(exc).__name__}: {exc}"[:300]
-    if isinstance(exc, _Failure):
-        return exc.kind, exc.detail
+    if isinstance(exc, DecodeError):
+        return Error.DECODE, str(exc)
+    if is_private_address_error(exc):  # before DNS: aiohttp wraps a refused name as a DNS error
+        return Skip.PRIVATE_ADDRESS, detail
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return Error.TIMEOUT, detail
     if isinstance(exc, getattr(aiohttp, "ClientConnectorDNSError", ())):
@@ -55,18 +57,21 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, aiohttp.InvalidURL):
         return Error.INVALID_URL, detail
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return (Error.DECODE if "encoding" in str(exc).lower() else Error.CONNECTION), detail
+        return Error.CONNECTION, detail  # the body stopped short: reset, or fewer bytes than announced
     if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError, OSError)):
         return Error.CONNECTION, detail
-    return Error.PROTOCOL, detail
+    return Error.PROTOCOL, detail  # a malformed response: status line, headers too long or too many
 
 
 class Fetcher:
     """Fetches tasks with one pooled session. Use as ``async with Fetcher(...) as f``."""
 
     def __init__(self, settings: FetchSettings, lanes: Lanes, *, in_scope: Callable[[str], bool],
-                 claim: Callable[[str], bool], strip_tracking: bool = True) -> None:
+                 claim: Callable[[str], bool], policy: NetPolicy, strip_tracking: bool = True,
+                 max_url_length: int = 2048) -> None:
         self.settings = settings
+        self.policy = policy  # which private networks this crawl may connect to
+        self.max_url_length = max_url_length
         self.lanes = lanes
         self.in_scope = in_scope
         self.claim = claim
@@ -76,13 +81,16 @@ class Fetcher:
 
     async def __aenter__(self) -> Fetcher:
         s = self.settings
-        connector = aiohttp.TCPConnector(limit=s.concurrency, limit_per_host=0, ttl_dns_cache=300,
+        # The network guard checks every address actually connected to (DNS answers, IP literals,
+        # every redirect hop) against the policy: private networks stay closed unless opened.
+        connector = make_connector(self.policy, limit=s.concurrency, limit_per_host=0, ttl_dns_cache=300,
                                          enable_cleanup_closed=False)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=s.timeout, connect=s.connect_timeout, sock_read=s.timeout),
-            headers={"User-Agent": s.user_agent,
+            headers={"User-Agent": s.user_agent, "Accept-Encoding": ACCEPT_ENCODING,
                      "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"},
+            auto_decompress=False,  # see the module docstring: BodyDecoder caps the decoded size
             # Cookies are not kept: a crawl is not a browsing session, and a jar grows with every host.
             cookie_jar=aiohttp.DummyCookieJar(),
             max_line_size=16384, max_field_size=16384,
@@ -131,6 +139,8 @@ class Fetcher:
                     return result(error=Error.REDIRECT_LOOP, detail=f"back to {target}")
                 if len(hops) >= self.settings.max_redirects:
                     return result(error=Error.TOO_MANY_REDIRECTS, detail=f"more than {len(hops)} hops")
+                if len(target) > self.max_url_length:
+                    return result(skip=Skip.TOO_LONG, detail=f"redirect to a {len(target)}-character URL")
                 if not self.in_scope(target):
                     url = target
                     return result(skip=Skip.SCOPE)
@@ -151,6 +161,8 @@ class Fetcher:
             raise
         except Exception as exc:  # every other failure is data, never a crash
             kind, detail = _classify(exc)
+            if kind == Skip.PRIVATE_ADDRESS:
+                return result(skip=kind, detail=detail)
             return result(error=kind, detail=detail)
         finally:
             if origin is not None:
@@ -174,7 +186,7 @@ class Fetcher:
         assert self._session is not None
         try:
             async with self._session.get(url, max_redirects=max_redirects) as resp:
-                body, _ = await self._read(resp, max_bytes)
+                body, _ = await self._read(resp, max_bytes, prefix=True)
                 return Resource(resp.status, body)
         except aiohttp.TooManyRedirects:
             return Resource(310, b"")  # "a redirect left standing": callers treat it as 3xx
@@ -206,19 +218,28 @@ class Fetcher:
             return result(body, error=Error.HTTP_4XX, detail=f"HTTP {status}")
         return result(body)
 
-    async def _read(self, resp: aiohttp.ClientResponse, cap: int | None = None) -> tuple[bytes, bool]:
-        """Read the (decoded) body up to ``cap`` (default ``max_bytes``); True if it was cut off."""
+    async def _read(self, resp: aiohttp.ClientResponse, cap: int | None = None,
+                    prefix: bool = False) -> tuple[bytes, bool]:
+        """Read and decode the body up to ``cap`` (default ``max_bytes``); True if it was cut off.
+
+        One announced as larger is not read at all, unless ``prefix`` asks for its first bytes.
+        """
         cap = self.settings.max_bytes if cap is None else cap
-        if resp.content_length is not None and resp.content_length > cap and not resp.headers.get("Content-Encoding"):
+        decoder = BodyDecoder(resp.headers.get("Content-Encoding", ""))
+        if not prefix and not decoder.coding and (resp.content_length or 0) > cap:
             resp.close()
             return b"", True
         chunks, size = [], 0
         while chunk := await resp.content.readany():
+            # One byte past the cap tells "too large" from "exactly the cap".
+            chunk = decoder.feed(chunk, cap + 1 - size)
             size += len(chunk)
             if size > cap:
                 resp.close()  # the rest is never read: the decoded size is what is capped
+                chunks.append(chunk[: len(chunk) - (size - cap)])
                 return b"".join(chunks), True
             chunks.append(chunk)
+        decoder.check_end()
         return b"".join(chunks), False
 
     async def _drain(self, resp: aiohttp.ClientResponse) -> None:
@@ -226,7 +247,10 @@ class Fetcher:
         if (resp.content_length or 0) > _SMALL:
             resp.close()
             return
-        _, too_large = await self._read(resp)
+        try:
+            _, too_large = await self._read(resp, _SMALL)
+        except (DecodeError, aiohttp.ClientError, OSError):
+            too_large = True  # a body nobody reads: its failure is not the page's
         if too_large:
             resp.close()
 
