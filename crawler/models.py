@@ -24,6 +24,7 @@ class Skip:
     ROBOTS_UNAVAILABLE = "robots_unavailable"  # robots.txt answered 5xx or was unreachable: disallow all
     TRAP = "trap"  # a crawler trap: repeating path segments, query-parameter explosion, endless chains
     HOST_BUDGET = "host_budget"  # beyond --max-pages-per-host
+    PRIVATE_ADDRESS = "private_address"  # resolves to a private/loopback/metadata address the crawl may not use
 
 
 class Error:

@@ -26,6 +26,7 @@ from .fetch import Fetcher
 from .frontier import ResumeState, SqliteFrontier
 from .gather import DONE, Gatherer
 from .models import Error, FetchResult, Outcome, Task
+from .netguard import NetPolicy
 from .parse_stage import BATCH as PARSE_BATCH
 from .parse_stage import ParseStage
 from .politeness import Lanes
@@ -140,7 +141,8 @@ class Crawl:
             lanes = Lanes(cfg.fetch.per_host, cfg.fetch.delay, auto_throttle=cfg.fetch.auto_throttle)
             frontier = self._frontier = SqliteFrontier(db, admission, lanes, cfg.crawl.max_pages)
             fetcher = Fetcher(cfg.fetch, lanes, in_scope=scope.allows, claim=frontier.claim,
-                              strip_tracking=cfg.crawl.strip_tracking)
+                              policy=NetPolicy.from_seeds(all_seeds, cfg.fetch.allow_private),
+                              strip_tracking=cfg.crawl.strip_tracking, max_url_length=cfg.crawl.max_url_length)
             if cfg.robots.obey:
                 frontier.robots = fetcher.robots = RobotsCache(
                     cfg.fetch.user_agent, fetcher.fetch_resource, lanes,

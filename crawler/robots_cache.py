@@ -102,23 +102,35 @@ class RobotsCache:
 
     async def _load(self, origin: str, url: str) -> RobotsRules:
         res = await self._fetch(robots_url(url))
-        now = monotonic()
-        if res.status is not None and 200 <= res.status < 300:
+        kind = _outcome(res)
+        if kind == "ok":
             rules = RobotsRules.parse(res.body, self.user_agent)
             delay = rules.crawl_delay
-            capped = delay is not None and delay > self.max_crawl_delay
             if delay:
                 self.lanes.set_crawl_delay(origin, min(delay, self.max_crawl_delay))
-            self.info[origin] = RobotsInfo("ok", res.status, delay, capped)
+            self.info[origin] = RobotsInfo(kind, res.status, delay, delay is not None and delay > self.max_crawl_delay)
             ttl = self.refresh_after
-        elif res.status is not None and 400 <= res.status < 500 and res.status != 429 or (
-                res.status is not None and 300 <= res.status < 400):
-            # 4xx: "unavailable", allow all. A redirect left standing means more than five hops:
-            # RFC 9309 lets a crawler treat that as unavailable too.
+        elif kind == "missing":
             rules, ttl = RobotsRules.allow_all(), self.refresh_after
-            self.info[origin] = RobotsInfo("missing", res.status, None, False)
+            self.info[origin] = RobotsInfo(kind, res.status, None, False)
         else:
             rules, ttl = RobotsRules.disallow_all(), min(RETRY_UNAVAILABLE, self.refresh_after)
-            self.info[origin] = RobotsInfo("unavailable", res.status, None, False)
-        self._rules[origin] = (rules, now + ttl)
+            self.info[origin] = RobotsInfo(kind, res.status, None, False)
+        self._rules[origin] = (rules, monotonic() + ttl)
         return rules
+
+
+def _outcome(res: Resource) -> str:
+    """RFC 9309 section 2.3.1: "ok" (parse it), "missing" (allow all) or "unavailable" (disallow all)."""
+    status = res.status
+    if status is not None and 200 <= status < 300:
+        return "ok"
+    if status is not None and (300 <= status < 400 or (400 <= status < 500 and status != 429)):
+        # 4xx is "unavailable" in the RFC's words: allow all. A redirect left standing means more
+        # than five hops, which the RFC lets a crawler treat the same way. 429 is an overload.
+        return "missing"
+    if res.error == "private_address":
+        # The network guard refused the host: let the page requests meet the guard themselves, so
+        # that they are recorded as private_address rather than as a robots.txt outage.
+        return "missing"
+    return "unavailable"
