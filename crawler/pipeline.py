@@ -24,6 +24,7 @@ from .config import Config
 from .discover import discover_sitemaps
 from .fetch import Fetcher
 from .frontier import ResumeState, SqliteFrontier
+from .gather import BATCH as GATHER_BATCH
 from .gather import DONE, Gatherer
 from .models import Error, FetchResult, Outcome, Task
 from .netguard import NetPolicy
@@ -168,7 +169,9 @@ class Crawl:
         n_fetch = self.config.fetch.concurrency
         fetch_q: asyncio.Queue[Task | None] = asyncio.Queue(maxsize=n_fetch)
         parse_q: asyncio.Queue[FetchResult | None] = asyncio.Queue(maxsize=n_fetch)
-        gather_q: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=1024)
+        # Small on purpose: what waits here is fetched but not yet committed, and is fetched
+        # again after a crash. One gatherer batch of room is enough to keep it busy.
+        gather_q: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=GATHER_BATCH)
         progress = PlainProgress(self.stats, frontier, self.log)
         async with asyncio.TaskGroup() as tg:
             progress_task = tg.create_task(progress.run())

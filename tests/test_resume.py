@@ -92,7 +92,10 @@ async def test_kill_9_then_resume_loses_nothing_and_stores_nothing_twice(make_si
     assert set(urls) == expected  # nothing lost, nothing extra
     refetched = sum(hits.values()) - PAGES
     print(f"kill at request {kill_at}: {before} pages stored before the kill, {refetched} refetched")
-    assert 0 <= refetched <= 40  # only what was in flight or not yet committed at the kill
+    # Only what was fetched but not yet committed at the kill is fetched again: at most the
+    # pipeline's depth (6 in flight, 6 waiting to parse, 2 parse batches of 32, the gather queue).
+    # An idle machine refetches 10-30 here; a loaded one, whose parser lags, up to ~55.
+    assert 0 <= refetched <= 6 + 6 + 2 * 32
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
