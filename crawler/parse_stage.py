@@ -12,6 +12,9 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -54,6 +57,27 @@ def _init_process() -> None:
     init_worker()
 
 
+def _init_pool_process(crawler_pid: int) -> None:
+    # A terminal's Ctrl-C reaches the whole process group; the crawler's own process decides
+    # how to shut down and ends the pool, so its workers must not die of it mid-batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # If the crawler is killed (kill -9), nothing tells a worker: it would wait on its task
+    # queue forever, keeping the forkserver alive too. It checks, and follows it.
+    threading.Thread(target=_follow, args=(crawler_pid,), daemon=True).start()
+    _init_process()
+
+
+def _follow(pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # alive, as someone else: cannot be ours, but do not guess
+            pass
+
+
 class ParseStage:
     """``async with ParseStage(workers, strip) as p: outcome = await p.parse(result)``."""
 
@@ -74,7 +98,8 @@ class ParseStage:
         # forkserver: never fork a process that runs threads (aiosqlite's, the resolver's).
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["crawler.parse_stage", "crawler.parse"])
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_process)
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_pool_process,
+                                   initargs=(os.getpid(),))
 
     async def __aexit__(self, *exc: object) -> None:
         if self._pool is not None:

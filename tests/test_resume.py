@@ -79,8 +79,15 @@ async def test_kill_9_then_resume_loses_nothing_and_stores_nothing_twice(make_si
     state["kill_at"] = kill_at
     proc = await start(crawl_args(seed, db), tmp_path)
     await asyncio.wait_for(arrived.wait(), 60)
+    helpers = _descendants(proc.pid)  # the parse pool: forkserver, worker, resource tracker
     proc.send_signal(signal.SIGKILL)
     assert (await proc.wait()) == -signal.SIGKILL
+    for _ in range(50):  # they notice the crawler is gone and leave: no orphans pile up
+        if not any(Path(f"/proc/{pid}").exists() and _ppid(str(pid)) != -1 for pid in helpers):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"helper processes outlived the killed crawler: {helpers}")
     before = len(stored_urls(db)) if db.exists() else 0
     state["kill_at"] = None
     proc = await start(crawl_args(seed, db), tmp_path, capture=True)
@@ -234,6 +241,19 @@ def test_no_process_is_left_behind():
     me = os.getpid()
     kids = [p for p in os.listdir("/proc") if p.isdigit() and _ppid(p) == me]
     assert all("forkserver" in _cmdline(p) or "resource_tracker" in _cmdline(p) for p in kids), kids
+
+
+def _descendants(root: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            kids.setdefault(_ppid(name), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def _ppid(pid: str) -> int:
