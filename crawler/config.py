@@ -56,6 +56,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("crawl", "max_url_length", "int", 2048, minimum=16),
     Setting("crawl", "max_pages_per_host", "int", None, minimum=1, optional=True),
     Setting("crawl", "sitemaps", "bool", True),
+    Setting("crawl", "store_bodies", "bool", True),
     Setting("fetch", "concurrency", "int", 64, minimum=1),
     Setting("fetch", "per_host", "int", 2, minimum=1),
     Setting("fetch", "delay", "float", 0.5, minimum=0),
@@ -93,6 +94,7 @@ class CrawlSettings:
     max_url_length: int
     max_pages_per_host: int | None
     sitemaps: bool
+    store_bodies: bool  # keep raw bodies (compressed, once per distinct body) for WARC export
 
 
 @dataclass(frozen=True, slots=True)

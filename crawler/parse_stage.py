@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -39,8 +40,9 @@ def default_workers() -> int:
 Job = tuple[bytes, str, "str | None"]  # body, final URL, Content-Type
 
 
-def parse_jobs(jobs: list[Job], strip_tracking: bool) -> list[tuple[ParsedPage, str]]:
-    """Parse pages and hash their (whole) bodies: the unit of work shipped to a parse process.
+def parse_jobs(jobs: list[Job], strip_tracking: bool, keep_bodies: bool) -> list[tuple[ParsedPage, str, bytes | None]]:
+    """Parse pages, hash and (to keep them) compress their whole bodies: the unit of work
+    shipped to a parse process, where the CPU it costs does not slow the event loop.
 
     Pages travel in batches: one page per call costs more in pickling and wake-ups than
     parsing it in the loop's own process does (measured: 2,860 vs 4,917 pages/s).
@@ -48,7 +50,8 @@ def parse_jobs(jobs: list[Job], strip_tracking: bool) -> list[tuple[ParsedPage, 
     from .parse import parse_html
 
     return [(parse_html(body[:PARSE_MAX_BYTES], url, ctype, strip_tracking=strip_tracking),
-             hashlib.sha256(body).hexdigest()) for body, url, ctype in jobs]
+             hashlib.sha256(body).hexdigest(), zlib.compress(body, 1) if keep_bodies else None)
+            for body, url, ctype in jobs]
 
 
 def _init_process() -> None:
@@ -81,9 +84,10 @@ def _follow(pid: int) -> None:
 class ParseStage:
     """``async with ParseStage(workers, strip) as p: outcome = await p.parse(result)``."""
 
-    def __init__(self, workers: int | None, strip_tracking: bool) -> None:
+    def __init__(self, workers: int | None, strip_tracking: bool, keep_bodies: bool = True) -> None:
         self.workers = default_workers() if workers is None else workers
         self.strip_tracking = strip_tracking
+        self.keep_bodies = keep_bodies
         self._pool: ProcessPoolExecutor | None = None
         # Coroutines feeding the stage: enough to keep every process busy while results travel.
         self.lanes = max(1, 2 * self.workers)
@@ -109,15 +113,15 @@ class ParseStage:
     async def parse(self, results: list[FetchResult]) -> list[Outcome]:
         """Parse the HTML bodies among ``results``; the rest pass through unparsed."""
         todo = [r for r in results if not (r.error or r.skip or not r.body or not is_html(r.content_type))]
-        parsed: dict[int, tuple[ParsedPage, str]] = {}
+        parsed: dict[int, tuple[ParsedPage, str, bytes | None]] = {}
         if todo:
             jobs: list[Job] = [(r.body, r.final_url, r.content_type) for r in todo]
             try:
                 if self._pool is None:
-                    done = parse_jobs(jobs, self.strip_tracking)
+                    done = parse_jobs(jobs, self.strip_tracking, self.keep_bodies)
                 else:
                     done = await asyncio.get_running_loop().run_in_executor(
-                        self._pool, parse_jobs, jobs, self.strip_tracking)
+                        self._pool, parse_jobs, jobs, self.strip_tracking, self.keep_bodies)
             except BrokenProcessPool:
                 # A parse process died (a parser bug on a hostile page): record the pages, start anew.
                 self._pool = self._new_pool()
@@ -126,11 +130,10 @@ class ParseStage:
             parsed = {id(r): page for r, page in zip(todo, done)}
         return [Outcome(r, *parsed[id(r)]) if id(r) in parsed else self._unparsed(r) for r in results]
 
-    @staticmethod
-    def _unparsed(result: FetchResult) -> Outcome:
-        return Outcome(result, None, hashlib.sha256(result.body).hexdigest())
+    def _unparsed(self, result: FetchResult) -> Outcome:
+        body = result.body
+        return Outcome(result, None, hashlib.sha256(body).hexdigest(),
+                       zlib.compress(body, 1) if self.keep_bodies and body else None)
 
-    @staticmethod
-    def _failed(result: FetchResult, detail: str) -> Outcome:
-        return Outcome(replace(result, error=Error.PARSE, detail=detail), None,
-                       hashlib.sha256(result.body).hexdigest())
+    def _failed(self, result: FetchResult, detail: str) -> Outcome:
+        return self._unparsed(replace(result, error=Error.PARSE, detail=detail))

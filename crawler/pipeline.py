@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Protocol
 from pathlib import Path
 from time import monotonic
 
@@ -38,7 +39,7 @@ from .scope import Admission, Scope
 from .stats import Stats
 from .store import StorageError, Store, open_db
 
-__all__ = ["Crawl", "CrawlResult", "StorageError", "remove_db", "run_crawl"]
+__all__ = ["Crawl", "CrawlResult", "CrawlView", "Progress", "ProgressFactory", "StorageError", "remove_db", "run_crawl"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +99,13 @@ class Crawl:
     #: seconds in-flight requests get to finish after :meth:`stop` before they are abandoned
     grace = 5.0
 
-    def __init__(self, config: Config, seeds: list[str], log: Callable[[str], None], fresh: bool = False) -> None:
+    def __init__(self, config: Config, seeds: list[str], log: Callable[[str], None], fresh: bool = False,
+                 progress: ProgressFactory | None = None) -> None:
         self.config = config
         self.seeds = seeds
         self.fresh = fresh  # discard any earlier crawl in the database first
+        # The display: built once the crawl's counters exist; it reads them on its own timer.
+        self.progress = progress or (lambda view: PlainProgress(view.stats, view.frontier, log))
         self.log = log
         self.stats = Stats()
         self.stopping = False
@@ -154,10 +158,11 @@ class Crawl:
             changed = _changes(meta.get("settings", {}), settings) if resumed else ()
             await store.set_meta(seeds=all_seeds, status="running", settings=settings)
             await frontier.add_seeds(self.seeds)
-            async with fetcher, ParseStage(cfg.parse.workers, cfg.crawl.strip_tracking) as parser:
+            async with fetcher, ParseStage(cfg.parse.workers, cfg.crawl.strip_tracking, cfg.crawl.store_bodies) as parser:
                 await self._run_stages(frontier, fetcher, parser, Gatherer(store, frontier, self.stats, product_token(cfg.fetch.user_agent)))
             if fetcher.robots is not None:
                 await store.set_meta(robots={o: asdict(i) for o, i in fetcher.robots.info.items()})
+            await store.set_meta(hosts=_host_facts(lanes, meta.get("hosts", {})))
             reason = "interrupted" if self.stopping else "max_pages" if frontier.queued else "done"
             await store.set_meta(status="finished" if reason == "done" else reason)
             return CrawlResult(cfg.crawl.db, resumed, self.stats, reason, changed)
@@ -172,7 +177,7 @@ class Crawl:
         # Small on purpose: what waits here is fetched but not yet committed, and is fetched
         # again after a crash. One gatherer batch of room is enough to keep it busy.
         gather_q: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=GATHER_BATCH)
-        progress = PlainProgress(self.stats, frontier, self.log)
+        progress = self.progress(CrawlView(self.stats, frontier, frontier.lanes, self.config))
         async with asyncio.TaskGroup() as tg:
             progress_task = tg.create_task(progress.run())
             if fetcher.robots is not None and self.config.crawl.sitemaps and self.seeds:
@@ -298,6 +303,35 @@ class Crawl:
                 await gather_q.put(outcome)
             if item is None:
                 return
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlView:
+    """What a progress display may read (never write): counters, queues, lanes, settings."""
+
+    stats: Stats
+    frontier: SqliteFrontier
+    lanes: Lanes
+    config: Config
+
+
+class Progress(Protocol):
+    async def run(self) -> None: ...
+
+
+ProgressFactory = Callable[[CrawlView], Progress]
+
+
+def _host_facts(lanes: Lanes, before: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """Per-origin politeness facts for the report, added to those of earlier runs."""
+    facts = dict(before)
+    for origin in lanes.origins():
+        delay, why, throttled, paused = lanes.state(origin)
+        old = facts.get(origin, {})
+        facts[origin] = {"delay": round(delay, 3), "why": why,
+                         "throttled": int(old.get("throttled", 0)) + throttled,  # type: ignore[call-overload]
+                         "paused_s": round(float(old.get("paused_s", 0.0)) + paused, 3)}  # type: ignore[arg-type]
+    return facts
 
 
 def _leaf(group: BaseExceptionGroup) -> BaseException:

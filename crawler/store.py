@@ -12,7 +12,8 @@ Schema (``sgcrawl export`` and ``sgcrawl report`` read it; documented in README.
   row that share the URL's template (trap detection); ``admitted`` is 1 when the URL passed
   admission (it counts against --max-pages-per-host).
 - ``pages``: one row per stored URL (``id`` = ``urls.id``), fetched or failed with ``error``.
-- ``contents``: sha256 of a body -> the first page stored with it (content dedupe).
+- ``contents``: sha256 of a body -> the first page stored with it (content dedupe), and the
+  body itself, zlib-compressed, when raw bodies are kept (``crawl.store_bodies``).
 - ``meta``: key/value facts about the crawl (seeds, settings, status).
 """
 
@@ -32,7 +33,7 @@ from .models import Outcome
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
-SCHEMA_VERSION = 1  # PRAGMA user_version of a crawl database
+SCHEMA_VERSION = 2  # PRAGMA user_version of a crawl database
 
 
 class StorageError(Exception):
@@ -82,7 +83,7 @@ CREATE TABLE IF NOT EXISTS pages (
     headers       TEXT,
     noindex       INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS contents (hash TEXT PRIMARY KEY, first INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contents (hash TEXT PRIMARY KEY, first INTEGER NOT NULL, body BLOB);
 """
 
 _INSERT_PAGE = """INSERT OR REPLACE INTO pages (id, final_url, status, fetched_at, elapsed_ms,
@@ -153,11 +154,11 @@ class Store:
         """
         if not outcomes:
             return
-        hashed = [(o.content_hash, o.result.task.id) for o in outcomes if o.result.body]
+        hashed = [(o.content_hash, o.result.task.id, o.body_z) for o in outcomes if o.result.body]
         first: dict[str, int] = {}
         if hashed:
-            await self.db.executemany("INSERT OR IGNORE INTO contents (hash, first) VALUES (?, ?)", hashed)
-            hashes = list({h for h, _ in hashed})
+            await self.db.executemany("INSERT OR IGNORE INTO contents (hash, first, body) VALUES (?, ?, ?)", hashed)
+            hashes = list({h for h, _, _ in hashed})
             for i in range(0, len(hashes), 500):
                 chunk = hashes[i : i + 500]
                 marks = ",".join("?" * len(chunk))
