@@ -54,9 +54,9 @@ def _sample(pid: int) -> tuple[float, int] | None:
     return (int(fields[11]) + int(fields[12])) / TICK, rss
 
 
-def measure(cmd: list[str]) -> dict[str, float]:
+def measure(cmd: list[str], stdout=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
     start = time.monotonic()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, stdout=stdout)
     cpu: dict[int, float] = {}
     peak = 0
     while proc.poll() is None:

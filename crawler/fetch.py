@@ -87,7 +87,9 @@ class Fetcher:
                                          enable_cleanup_closed=False)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=s.timeout, connect=s.connect_timeout, sock_read=s.timeout),
+            # total bounds a slow drip; no per-read timer: it is re-armed on every chunk of every
+            # response, a cost paid thousands of times a second for nothing `total` misses.
+            timeout=aiohttp.ClientTimeout(total=s.timeout, connect=s.connect_timeout),
             headers={"User-Agent": s.user_agent, "Accept-Encoding": ACCEPT_ENCODING,
                      "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"},
             auto_decompress=False,  # see the module docstring: BodyDecoder caps the decoded size

@@ -220,10 +220,14 @@ class Crawl:
     async def _schedule(self, frontier: SqliteFrontier, fetch_q: asyncio.Queue[Task | None]) -> None:
         """Scatter: lease ready URLs while fetch workers are free; sleep until something changes."""
         cap = self.config.fetch.concurrency
+        # Top up in batches: every finished fetch wakes us, but leasing one task at a time
+        # costs a scheduler round per page. Lease when an eighth of the slots are free, or
+        # at once when the workers have nothing left queued.
+        low_water = max(1, cap // 8)
         while not (frontier.finished or self.stopping):
             frontier.wakeup.clear()
             room = cap - self._fetching
-            if room > 0:
+            if room >= low_water or (room > 0 and fetch_q.empty()):
                 tasks = await frontier.lease(room)
                 self._fetching += len(tasks)
                 for task in tasks:
@@ -235,7 +239,8 @@ class Crawl:
             try:
                 # Woken by new links, a free lane slot or an ack; the timeout is only the time at
                 # which a lane we know about becomes ready (politeness delay, retry not-before).
-                await asyncio.wait_for(frontier.wakeup.wait(), frontier.next_ready_in())
+                async with asyncio.timeout(frontier.next_ready_in()):
+                    await frontier.wakeup.wait()
             except TimeoutError:
                 pass
 
