@@ -38,7 +38,8 @@ def iter_records(db_path: Path, include_text: bool = True) -> Iterator[dict[str,
     """Export records in the order the URLs were discovered. Raises FileNotFoundError."""
     if not db_path.is_file():
         raise FileNotFoundError(f"no crawl database at {db_path}")
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    # An as_uri() path: a '#' or '?' in the file name must not end the path part of the URI.
+    db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         for row in db.execute(_QUERY.format(text="p.text" if include_text else "NULL")):
             record = dict(zip(_KEYS, row))
