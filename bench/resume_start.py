@@ -27,6 +27,7 @@ PORT = 8499
 
 def build(db: Path, n: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from crawler.seen import fingerprint
     from crawler.store import SCHEMA, SCHEMA_VERSION
 
     db.unlink(missing_ok=True)
@@ -34,11 +35,15 @@ def build(db: Path, n: int) -> None:
     con.executescript(SCHEMA)
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     seed = f"http://127.0.0.1:{PORT}/"
-    con.execute("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted) "
-                "VALUES (1, ?, ?, 0, NULL, 1, NULL, 0, 1)", (seed, f"127.0.0.1:{PORT}"))
-    rows = ((i + 2, f"http://127.0.0.{1 + i % 250}:{PORT}/p/{i}.html", f"127.0.0.{1 + i % 250}:{PORT}", 1, 1, 0, None, 0, 1)
-            for i in range(n))
-    con.executemany("INSERT INTO urls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.execute("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
+                "VALUES (1, ?, ?, 0, NULL, 1, NULL, 0, 1, ?)", (seed, f"127.0.0.1:{PORT}", fingerprint(seed)))
+
+    def rows():  # type: ignore[no-untyped-def]
+        for i in range(n):
+            url = f"http://127.0.0.{1 + i % 250}:{PORT}/p/{i}.html"
+            yield i + 2, url, f"127.0.0.{1 + i % 250}:{PORT}", 1, 1, 0, None, 0, 1, fingerprint(url)
+
+    con.executemany("INSERT INTO urls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
     con.execute("INSERT INTO meta VALUES ('seeds', ?)", (json.dumps([seed]),))
     con.commit()
     con.close()

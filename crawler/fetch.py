@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import monotonic
 
 import aiohttp
@@ -67,7 +67,7 @@ class Fetcher:
     """Fetches tasks with one pooled session. Use as ``async with Fetcher(...) as f``."""
 
     def __init__(self, settings: FetchSettings, lanes: Lanes, *, in_scope: Callable[[str], bool],
-                 claim: Callable[[str], bool], policy: NetPolicy, strip_tracking: bool = True,
+                 claim: Callable[[str], Awaitable[bool]], policy: NetPolicy, strip_tracking: bool = True,
                  max_url_length: int = 2048) -> None:
         self.settings = settings
         self.policy = policy  # which private networks this crawl may connect to
@@ -146,7 +146,7 @@ class Fetcher:
                 if not self.in_scope(target):
                     url = target
                     return result(skip=Skip.SCOPE)
-                if not self.claim(target):
+                if not await self.claim(target):
                     url = target  # known to the crawl: it is fetched (or skipped) as its own URL
                     return result()
                 hops.append(target)

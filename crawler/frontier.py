@@ -32,12 +32,16 @@ from .models import Task
 from .politeness import Lanes
 from .robots_cache import RobotsCache
 from .scope import Admission, next_chain
+from .seen import SeenFilter, fingerprint
 from .store import QUEUED, SKIPPED, STORED
 from .urls import origin_of
 
 __all__ = ["Frontier", "SqliteFrontier", "ResumeState"]
 
 WINDOW = 256  # tasks per origin kept in memory
+# Admitted URLs with a query, for the query-variant trap counts of a resumed crawl (a partial
+# index serves it, so it reads only those rows).
+_QUERY_URLS = "SELECT url FROM urls WHERE admitted = 1 AND depth > 0 AND instr(url, '?') > 0"
 
 
 class Frontier(Protocol):
@@ -48,7 +52,7 @@ class Frontier(Protocol):
 
     async def add_seeds(self, urls: Sequence[str]) -> int: ...
     async def add(self, found: Sequence[tuple[Task, Sequence[str]]]) -> None: ...
-    def claim(self, url: str) -> bool: ...
+    async def claim(self, url: str) -> bool: ...
     async def record(self, rows: Sequence[tuple[str, Task, str]]) -> None: ...
     async def lease(self, limit: int) -> list[Task]: ...
     def release(self, task: Task, delay: float) -> None: ...
@@ -96,7 +100,7 @@ class SqliteFrontier:
         lanes._on_free = self._on_free
         self.max_pages = max_pages
         self.wakeup = asyncio.Event()
-        self._seen: set[str] = set()
+        self._seen = SeenFilter()
         self._next_id = 1
         self._queues: dict[str, _Queue] = {}
         self._heap: list[tuple[float, int, str]] = []  # (ready_at, seq, origin)
@@ -108,100 +112,145 @@ class SqliteFrontier:
         self.producers = 0  # sources besides pages that may still add URLs (sitemap discovery)
 
     async def open(self) -> ResumeState:
-        """Load the dedupe set and queue counts of what the database already holds."""
-        async with self.db.execute("SELECT url FROM urls") as cur:
-            self._seen = {row[0] async for row in cur}
-        async with self.db.execute("SELECT COALESCE(MAX(id), 0), "
-                                   "COALESCE(SUM(state = 1), 0) FROM urls") as cur:
-            max_id, self.stored = await cur.fetchone()  # type: ignore[misc]
+        """Read what the database already holds: per-origin counts, in one scan.
+
+        No URL is read, and the dedupe filter's fingerprints are loaded afterwards by
+        :meth:`load_seen`, while the crawl runs: a resumed crawl of a million URLs starts at once.
+        """
+        async with self.db.execute("SELECT COALESCE(MAX(id), 0), COUNT(*) FROM urls") as cur:
+            max_id, discovered = await cur.fetchone()  # type: ignore[misc]
         self._next_id = max_id + 1
-        async with self.db.execute("SELECT origin, COUNT(*) FROM urls WHERE admitted = 1 AND depth > 0 "
-                                   "GROUP BY origin") as cur:
-            counts = {origin: n async for origin, n in cur}
-        async with self.db.execute("SELECT url FROM urls WHERE admitted = 1 AND depth > 0 AND url LIKE '%?%'") as cur:
-            self.admission.preload(counts, [row[0] async for row in cur])
-        async with self.db.execute("SELECT origin, COUNT(*) FROM urls WHERE state = 0 GROUP BY origin") as cur:
-            async for origin, count in cur:
-                self._queue(origin).pending = count
-                self.queued += count
-                self._schedule(origin, 0.0)
-        return ResumeState(discovered=len(self._seen), stored=self.stored, queued=self.queued)
+        self._seen.complete = discovered == 0
+        admitted: dict[str, int] = {}
+        async with self.db.execute("SELECT origin, SUM(state = 0), SUM(state = 1), SUM(admitted = 1 AND depth > 0) "
+                                   "FROM urls GROUP BY origin") as cur:
+            for origin, queued, stored, admitted[origin] in await cur.fetchall():
+                self.stored += stored
+                if queued:
+                    self._queue(origin).pending = queued
+                    self.queued += queued
+                    self._schedule(origin, 0.0)
+        async with self.db.execute(_QUERY_URLS) as cur:
+            self.admission.preload(admitted, [row[0] for row in await cur.fetchall()])
+        return ResumeState(discovered=discovered, stored=self.stored, queued=self.queued)
+
+    async def load_seen(self) -> None:
+        """Load the fingerprints of every URL already discovered (a resumed crawl), in chunks
+        so the event loop keeps fetching; until done, the filter answers "maybe", never "new"."""
+        if self._seen.complete:
+            return
+        async with self.db.execute("SELECT fp FROM urls") as cur:
+            while rows := await cur.fetchmany(50_000):
+                self._seen.load(row[0] for row in rows)
+        self._seen.complete = True
 
     # -- adding ---------------------------------------------------------------------------
 
-    def claim(self, url: str) -> bool:
-        """Mark ``url`` as seen now; False if it already was (a redirect hop must not refetch it)."""
-        if url in self._seen:
-            return False
-        self._seen.add(url)
-        return True
+    async def claim(self, url: str) -> bool:
+        """Mark ``url`` as discovered now; False if the crawl knew it (a redirect hop must not refetch it)."""
+        async with self._lock:
+            return bool(await self._fresh([url]))
 
     async def add_seeds(self, urls: Sequence[str]) -> int:
         """Queue seeds at depth 0. Seeds skip --include/--exclude: they are always crawled."""
-        rows = []
-        for url in urls:
-            if self.claim(url):
-                rows.append((self._take_id(), url, origin_of(url), 0, None, QUEUED, None, 0))
-        await self._insert(rows)
+        async with self._lock:
+            rows = [self._row(url, fp, 0, None, QUEUED, None) for url, fp in await self._fresh(urls)]
+            await self._write(rows)
         return len(rows)
 
     async def add(self, found: Sequence[tuple[Task, Sequence[str]]]) -> None:
         """Record links found on pages: new ones are queued or skipped with a reason.
 
         Dedupe is on the plain canonical string, before anything is built for a link: most
-        links on a page were seen before. No ``await`` between the check and the insert into
-        the set, so two pages finding the same link cannot both add it.
+        links on a page were seen before. The lock makes check-and-insert atomic: two pages
+        (or a page and a sitemap) finding the same link cannot both add it.
         """
-        rows: list[tuple] = []
+        where: dict[str, tuple[Task | None, int]] = {}
         for parent, links in found:
-            self._admit(links, parent.depth + 1, parent, rows)
-        await self._insert(rows)
+            at = (parent, parent.depth + 1)
+            for url in links:
+                where.setdefault(url, at)  # the first page to find a link is its parent
+        await self._add(where)
 
     async def add_discovered(self, urls: Iterable[str], depth: int) -> None:
         """Record URLs found elsewhere than on a page (sitemaps): admitted like links, no parent."""
-        rows: list[tuple] = []
-        self._admit(urls, depth, None, rows)
-        await self._insert(rows)
+        await self._add(dict.fromkeys(urls, (None, depth)))
 
-    def _admit(self, links: Iterable[str], depth: int, parent: Task | None, rows: list[tuple]) -> None:
-        seen, check, robots = self._seen, self.admission.check, self.robots
-        for url in links:
-            if url in seen:
-                continue
-            seen.add(url)
-            origin = origin_of(url)
-            reason = None
-            if robots is not None:  # first: a disallowed URL must not use up the host's budget
-                rules = robots.known(origin)
-                if rules is not None and not rules.allowed(url):
-                    reason = robots.skip_reason(origin)
-            chain = 0 if parent is None else next_chain(parent.url, parent.chain, url)
-            reason = reason or check(url, depth, chain)
-            rows.append((self._take_id(), url, origin, depth, parent and parent.id,
-                         QUEUED if reason is None else SKIPPED, reason, chain))
+    async def _add(self, where: dict[str, tuple[Task | None, int]]) -> None:
+        # `where` maps each URL to (parent, depth), in the order the URLs were found.
+        async with self._lock:
+            rows = [self._admit(url, fp, *where[url]) for url, fp in await self._fresh(where)]
+            await self._write(rows)
+
+    async def _fresh(self, urls: Iterable[str]) -> list[tuple[str, int]]:
+        """The URLs among ``urls`` the crawl has never discovered, with their fingerprints,
+        now recorded as discovered. "Maybe seen" answers are confirmed on disk, in one query."""
+        new: list[tuple[str, int]] = []
+        maybe: dict[str, int] = {}
+        seen = self._seen
+        for url in urls:
+            verdict, fp = seen.check(url)
+            if verdict == SeenFilter.NEW:
+                seen.add(url, fp)
+                new.append((url, fp))
+            elif verdict == SeenFilter.MAYBE:
+                maybe[url] = fp
+        if maybe:
+            known = await self._on_disk(list(maybe))
+            for url, fp in maybe.items():
+                if url in known:
+                    seen.remember(url)
+                else:  # a fingerprint collision: the URL is new after all
+                    seen.add(url, fp)
+                    new.append((url, fp))
+        return new
+
+    async def _on_disk(self, urls: list[str]) -> set[str]:
+        known: set[str] = set()
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(f"SELECT url FROM urls WHERE url IN ({marks})", chunk) as cur:
+                known.update(row[0] for row in await cur.fetchall())
+        return known
+
+    def _admit(self, url: str, fp: int, parent: Task | None, depth: int) -> tuple:
+        """The row of a new URL: queued, or skipped with the first reason that applies."""
+        origin = origin_of(url)
+        reason = None
+        robots = self.robots
+        if robots is not None:  # first: a disallowed URL must not use up the host's budget
+            rules = robots.known(origin)
+            if rules is not None and not rules.allowed(url):
+                reason = robots.skip_reason(origin)
+        chain = 0 if parent is None else next_chain(parent.url, parent.chain, url)
+        reason = reason or self.admission.check(url, depth, chain)
+        return self._row(url, fp, depth, parent, QUEUED if reason is None else SKIPPED, reason, chain, origin)
 
     async def record(self, rows: Sequence[tuple[str, Task, str]]) -> None:
         """Write skipped rows for URLs already claimed: ``(url, parent task, reason)``."""
-        await self._insert([(self._take_id(), url, origin_of(url), parent.depth, parent.id, SKIPPED, reason, 0)
-                            for url, parent, reason in rows])
+        async with self._lock:
+            await self._write([self._row(url, 0, parent.depth, parent, SKIPPED, reason) for url, parent, reason in rows])
 
-    def _take_id(self) -> int:
+    def _row(self, url: str, fp: int, depth: int, parent: Task | None, state: int, reason: str | None,
+             chain: int = 0, origin: str | None = None) -> tuple:
         # Ids are handed out here, by the only writer, so a task knows its row id without a read.
         self._next_id += 1
-        return self._next_id - 1
+        return (self._next_id - 1, url, origin or origin_of(url), depth, parent and parent.id, state, reason,
+                chain, state == QUEUED, fp or fingerprint(url))
 
-    async def _insert(self, rows: list[tuple]) -> None:
+    async def _write(self, rows: list[tuple]) -> None:
+        """Insert new rows (the caller holds the lock) and queue the queued ones."""
         if not rows:
             return
-        async with self._lock:
-            await self.db.executemany(
-                "INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*row, row[5] == QUEUED) for row in rows])
-            for row in rows:
-                if row[5] == QUEUED:
-                    self._queue(row[2]).pending += 1
-                    self.queued += 1
-                    self._schedule(row[2], 0.0)
+        await self.db.executemany(
+            "INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        for row in rows:
+            if row[5] == QUEUED:
+                self._queue(row[2]).pending += 1
+                self.queued += 1
+                self._schedule(row[2], 0.0)
 
     # -- scheduling -----------------------------------------------------------------------
 

@@ -186,6 +186,7 @@ class Crawl:
             parsers = [tg.create_task(self._parse_worker(parser, parse_q, gather_q)) for _ in range(parser.lanes)]
             gathering = tg.create_task(gatherer.run(gather_q))
             watchdog = tg.create_task(self._watchdog())
+            tg.create_task(frontier.load_seen())
             await self._schedule(frontier, fetch_q)
             # Shutdown flows downstream: each stage drains, then tells the next one it is done.
             while self.stopping and not fetch_q.empty():

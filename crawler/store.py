@@ -10,7 +10,8 @@ Schema (``sgcrawl export`` and ``sgcrawl report`` read it; documented in README.
   2 skipped (``reason`` says why). ``parent`` is the ``urls.id`` of the page where it was first
   found; ``origin`` is the politeness lane (``host:port``). ``chain`` counts the ancestors in a
   row that share the URL's template (trap detection); ``admitted`` is 1 when the URL passed
-  admission (it counts against --max-pages-per-host).
+  admission (it counts against --max-pages-per-host); ``fp`` is the URL's 63-bit fingerprint
+  (:mod:`crawler.seen`), so a resumed crawl reloads its dedupe filter without reading URLs.
 - ``pages``: one row per stored URL (``id`` = ``urls.id``), fetched or failed with ``error``.
 - ``contents``: sha256 of a body -> the first page stored with it (content dedupe), and the
   body itself, zlib-compressed, when raw bodies are kept (``crawl.store_bodies``).
@@ -33,7 +34,7 @@ from .models import Outcome
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
-SCHEMA_VERSION = 2  # PRAGMA user_version of a crawl database
+SCHEMA_VERSION = 3  # PRAGMA user_version of a crawl database
 
 
 class StorageError(Exception):
@@ -57,9 +58,11 @@ CREATE TABLE IF NOT EXISTS urls (
     state   INTEGER NOT NULL,
     reason  TEXT,
     chain   INTEGER NOT NULL DEFAULT 0,
-    admitted INTEGER NOT NULL DEFAULT 0
+    admitted INTEGER NOT NULL DEFAULT 0,
+    fp      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS urls_queued ON urls (origin, id) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS urls_query ON urls (url) WHERE admitted = 1 AND depth > 0 AND instr(url, '?') > 0;
 CREATE TABLE IF NOT EXISTS pages (
     id            INTEGER PRIMARY KEY,
     final_url     TEXT NOT NULL,
