@@ -33,6 +33,7 @@ from .politeness import Lanes
 from .robots_cache import RobotsCache
 from .scope import Admission, next_chain
 from .seen import SeenFilter, fingerprint
+from .stats import Stats
 from .store import QUEUED, SKIPPED, STORED
 from .urls import origin_of
 
@@ -92,10 +93,11 @@ class SqliteFrontier:
     """The embedded frontier: table ``urls`` of the crawl database."""
 
     def __init__(self, db: aiosqlite.Connection, admission: Admission, lanes: Lanes,
-                 max_pages: int | None = None, robots: RobotsCache | None = None) -> None:
+                 max_pages: int | None = None, robots: RobotsCache | None = None, stats: Stats | None = None) -> None:
         self.db = db
         self.admission = admission
         self.robots = robots  # when a link's origin has known rules, a disallowed link is skipped at once
+        self.stats = stats  # counts links skipped at admission, for the display
         self.lanes = lanes
         lanes._on_free = self._on_free
         self.max_pages = max_pages
@@ -225,6 +227,8 @@ class SqliteFrontier:
                 reason = robots.skip_reason(origin)
         chain = 0 if parent is None else next_chain(parent.url, parent.chain, url)
         reason = reason or self.admission.check(url, depth, chain)
+        if reason is not None and self.stats is not None:
+            self.stats.link_skipped(origin, reason)
         return self._row(url, fp, depth, parent, QUEUED if reason is None else SKIPPED, reason, chain, origin)
 
     async def record(self, rows: Sequence[tuple[str, Task, str]]) -> None:

@@ -144,7 +144,7 @@ class Crawl:
             admission = Admission(scope, cfg.crawl.include, cfg.crawl.exclude, cfg.crawl.max_depth,
                                   cfg.crawl.max_url_length, max_pages_per_host=cfg.crawl.max_pages_per_host)
             lanes = Lanes(cfg.fetch.per_host, cfg.fetch.delay, auto_throttle=cfg.fetch.auto_throttle)
-            frontier = self._frontier = SqliteFrontier(db, admission, lanes, cfg.crawl.max_pages)
+            frontier = self._frontier = SqliteFrontier(db, admission, lanes, cfg.crawl.max_pages, stats=self.stats)
             fetcher = Fetcher(cfg.fetch, lanes, in_scope=scope.allows, claim=frontier.claim,
                               policy=NetPolicy.from_seeds(all_seeds, cfg.fetch.allow_private),
                               strip_tracking=cfg.crawl.strip_tracking, max_url_length=cfg.crawl.max_url_length)

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import monotonic
 
-from .models import Outcome, Task
+from .models import Outcome, Skip, Task
+
+_ROBOTS = (Skip.ROBOTS, Skip.ROBOTS_UNAVAILABLE)
 
 __all__ = ["Stats"]
 
@@ -27,18 +29,28 @@ class Stats:
     retries: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    last_status: dict[str, str] = field(default_factory=dict)  # origin -> last HTTP status, or error kind
+    robots_blocked: Counter[str] = field(default_factory=Counter)  # origin -> URLs robots.txt kept us from
 
     def gathered(self, stored: Sequence[Outcome], skipped: Sequence[tuple[Task, str]], aliases: int) -> None:
         self.stored += len(stored)
         for o in stored:
-            self.bytes += len(o.result.body)
-            if o.result.error is not None:
+            r = o.result
+            self.bytes += len(r.body)
+            self.last_status[r.task.origin] = str(r.status) if r.status is not None else (r.error or "?")
+            if r.error is not None:
                 self.failed += 1
-                self.errors[o.result.error] += 1
-        for _, reason in skipped:
-            self.skipped[reason] += 1
+                self.errors[r.error] += 1
+        for task, reason in skipped:
+            self.link_skipped(task.origin, reason)
         if aliases:
             self.skipped["redirect"] += aliases
+
+    def link_skipped(self, origin: str, reason: str) -> None:
+        """A URL recorded as skipped: at admission (scope, filter, depth, robots...) or after a fetch."""
+        self.skipped[reason] += 1
+        if reason in _ROBOTS:
+            self.robots_blocked[origin] += 1
 
     @property
     def elapsed(self) -> float:
