@@ -7,11 +7,12 @@ Keys are those of SPEC.md (``url`` … ``error``), plus ``description``, ``canon
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
+
+from .store import open_readonly
 
 __all__ = ["iter_records", "write_jsonl"]
 
@@ -36,10 +37,7 @@ def _iso(ts: float) -> str:
 
 def iter_records(db_path: Path, include_text: bool = True) -> Iterator[dict[str, Any]]:
     """Export records in the order the URLs were discovered. Raises FileNotFoundError."""
-    if not db_path.is_file():
-        raise FileNotFoundError(f"no crawl database at {db_path}")
-    # An as_uri() path: a '#' or '?' in the file name must not end the path part of the URI.
-    db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    db = open_readonly(db_path)
     try:
         for row in db.execute(_QUERY.format(text="p.text" if include_text else "NULL")):
             record = dict(zip(_KEYS, row))

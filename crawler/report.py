@@ -38,9 +38,9 @@ _EDGES = tuple(float(f"{10 ** (k / 5):.2g}") for k in range(-5, 26))
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise FileNotFoundError(f"no crawl database at {path}")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    from .store import open_readonly
+
+    return open_readonly(path)
 
 
 def _iso(ts: float | None) -> str | None:

@@ -31,7 +31,8 @@ import aiosqlite
 
 from .models import Outcome
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
+           "open_readonly"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
 SCHEMA_VERSION = 3  # PRAGMA user_version of a crawl database
@@ -93,6 +94,27 @@ _INSERT_PAGE = """INSERT OR REPLACE INTO pages (id, final_url, status, fetched_a
     content_type, bytes, title, description, canonical, meta_robots, text, links, content_hash,
     duplicate_of, error, detail, attempts, encoding, headers, noindex)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """Open a crawl database for reading (export, report), checking it is one of ours.
+
+    Raises FileNotFoundError (no file) or StorageError (not a crawl database of this version).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no crawl database at {path}")
+    # as_uri(): a '#' or '?' in the file name must not end the path part of the URI.
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise StorageError(f"--db {path}: not a usable SQLite database: {exc}", usage=True) from None
+    if version != SCHEMA_VERSION:
+        db.close()
+        raise StorageError(f"--db {path}: not a crawl database of this sgcrawl version "
+                           f"(schema {version}, expected {SCHEMA_VERSION})", usage=True)
+    return db
 
 
 async def open_db(path: Path) -> aiosqlite.Connection:

@@ -50,6 +50,7 @@ from warcio.timeutils import datetime_to_iso_date
 from warcio.warcwriter import WARCWriter
 
 from . import __version__
+from .store import open_readonly
 
 __all__ = ["WarcUnavailable", "write_warc"]
 
@@ -121,9 +122,7 @@ def _request_headers(uri: str, user_agent: str | None) -> _RawHeaders:
 
 
 def _open(db_path: Path) -> sqlite3.Connection:
-    if not db_path.is_file():
-        raise FileNotFoundError(f"no crawl database at {db_path}")
-    return sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True)
+    return open_readonly(db_path)
 
 
 def _meta(db: sqlite3.Connection) -> dict[str, Any]:

@@ -245,11 +245,12 @@ async def test_html_in_headless_chromium(make_site, crawl, tmp_path):
 def test_a_crawl_that_stored_nothing_still_reports(tmp_path):
     import sqlite3
 
-    from crawler.store import SCHEMA
+    from crawler.store import SCHEMA, SCHEMA_VERSION
 
     db = tmp_path / "new.db"
     with sqlite3.connect(db) as con:
         con.executescript(SCHEMA)
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         con.execute("INSERT INTO urls (url, origin, depth, state) VALUES ('http://a.test/', 'a.test:80', 0, 0)")
         con.execute("""INSERT INTO meta VALUES ('status', '"running"')""")
     con.close()
