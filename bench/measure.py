@@ -4,7 +4,7 @@
 ``/usr/bin/time`` misses processes that are not reaped by the command itself (sgcrawl's parse
 processes are children of multiprocessing's forkserver), so this polls /proc instead: CPU is
 the last seen utime+stime of every process in the tree, summed; peak RSS is the largest sum
-of the tree's resident sets at any poll (every 20 ms).
+of the tree's resident sets at any poll (every 250 ms).
 
 usage: measure.py [--json] -- COMMAND [ARGS...]
 """
@@ -43,34 +43,52 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _sample(pid: int) -> tuple[float, int] | None:
+def _sample(pid: int) -> tuple[float, int, int] | None:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
         with open(f"/proc/{pid}/statm") as fh:
             rss = int(fh.read().split()[1]) * PAGE
-    except (OSError, IndexError, ValueError):
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            pss = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:"))
+    except (OSError, IndexError, ValueError, StopIteration):
         return None
-    return (int(fields[11]) + int(fields[12])) / TICK, rss
+    return (int(fields[11]) + int(fields[12])) / TICK, rss, pss
+
+
+def _hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def measure(cmd: list[str], stdout=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=stdout)
     cpu: dict[int, float] = {}
-    peak = 0
+    peak = peak_pss = main_hwm = 0
+    tree: list[int] = []
+    polls = 0
     while proc.poll() is None:
-        total = 0
-        for pid in _tree(proc.pid):
+        total = total_pss = 0
+        if polls % 4 == 0:  # walking /proc is the costly part: once a second is enough
+            tree = _tree(proc.pid)
+        polls += 1
+        for pid in tree:
             sample = _sample(pid)
             if sample is not None:
-                cpu[pid], rss = sample
+                cpu[pid], rss, pss = sample
                 total += rss
-        peak = max(peak, total)
-        time.sleep(0.02)
+                total_pss += pss
+        peak, peak_pss = max(peak, total), max(peak_pss, total_pss)
+        main_hwm = max(main_hwm, _hwm(proc.pid))
+        time.sleep(0.25)  # the measuring must not cost the measured: ~1% of a core at this rate
     wall = time.monotonic() - start
     return {"returncode": proc.returncode, "wall_s": round(wall, 2), "cpu_s": round(sum(cpu.values()), 2),
-            "peak_rss_mb": round(peak / 1e6, 1)}
+            "peak_rss_mb": round(peak / 1e6, 1), "peak_pss_mb": round(peak_pss / 1e6, 1),
+            "main_peak_rss_mb": round(main_hwm / 1e6, 1)}
 
 
 def main() -> None:
@@ -79,7 +97,8 @@ def main() -> None:
     cmd = args[args.index("--") + 1:] if "--" in args else args
     result = measure(cmd)
     print(json.dumps(result) if as_json else
-          f"wall {result['wall_s']} s, cpu {result['cpu_s']} s, peak rss {result['peak_rss_mb']} MB, "
+          f"wall {result['wall_s']} s, cpu {result['cpu_s']} s, peak rss {result['peak_rss_mb']} MB "
+          f"(pss {result['peak_pss_mb']} MB, main process {result['main_peak_rss_mb']} MB), "
           f"exit {result['returncode']}", file=sys.stderr)
 
 
