@@ -283,13 +283,14 @@ class SqliteFrontier:
         """Seconds until the earliest scheduled origin may be ready, None if none is scheduled."""
         return max(self._heap[0][0] - monotonic(), 0.0) if self._heap else None
 
-    def _budget(self) -> float:
-        return float("inf") if self.max_pages is None else self.max_pages - self.stored - self.leased
+    def budget(self) -> int:
+        """How many more URLs may be leased under --max-pages (a large number when unlimited)."""
+        return 1 << 30 if self.max_pages is None else max(0, self.max_pages - self.stored - self.leased)
 
     async def lease(self, limit: int) -> list[Task]:
         """Up to ``limit`` tasks whose origins are ready now; each takes an in-flight slot."""
         out: list[Task] = []
-        limit = int(min(limit, self._budget()))
+        limit = int(min(limit, self.budget()))
         while len(out) < limit and self._heap and self._heap[0][0] <= monotonic():
             _, _, origin = heapq.heappop(self._heap)
             q = self._queues[origin]
@@ -352,7 +353,7 @@ class SqliteFrontier:
     def finished(self) -> bool:
         if self.leased or self.producers:
             return False
-        return self.queued == 0 or self._budget() <= 0
+        return self.queued == 0 or self.budget() <= 0
 
     def queued_by_origin(self) -> Iterable[tuple[str, int]]:
         """(origin, queued count) for the progress display."""

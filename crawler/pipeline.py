@@ -227,7 +227,8 @@ class Crawl:
         low_water = max(1, cap // 8)
         while not (frontier.finished or self.stopping):
             frontier.wakeup.clear()
-            room = cap - self._fetching
+            room = min(cap - self._fetching, frontier.budget())
+            timeout = None  # no room (or no budget): only a finished fetch or an ack can change that
             if room >= low_water or (room > 0 and fetch_q.empty()):
                 tasks = await frontier.lease(room)
                 self._fetching += len(tasks)
@@ -235,12 +236,13 @@ class Crawl:
                     fetch_q.put_nowait(task)  # never blocks: at most `cap` tasks are out
                 if tasks:
                     continue
+                # Nothing ready: sleep until the next lane we know of becomes ready (politeness
+                # delay, retry not-before), unless new links or a freed slot wake us first.
+                timeout = frontier.next_ready_in()
             if frontier.finished or self.stopping:
                 break
             try:
-                # Woken by new links, a free lane slot or an ack; the timeout is only the time at
-                # which a lane we know about becomes ready (politeness delay, retry not-before).
-                async with asyncio.timeout(frontier.next_ready_in()):
+                async with asyncio.timeout(timeout):
                     await frontier.wakeup.wait()
             except TimeoutError:
                 pass
