@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from .batches import take_batch
 from .frontier import Frontier
 from .models import Outcome, Skip, Task
 from .parse import robots_directives
@@ -35,16 +36,10 @@ class Gatherer:
     async def run(self, queue: asyncio.Queue[Outcome | None]) -> None:
         """Consume outcomes until DONE, writing them in batches as they come."""
         while True:
-            batch: list[Outcome] = []
-            item = await queue.get()
-            while item is not DONE:
-                batch.append(item)
-                if len(batch) >= BATCH or queue.empty():
-                    break
-                item = queue.get_nowait()
+            batch, ended = await take_batch(queue, BATCH)
             if batch:
                 await self.write(batch)
-            if item is DONE:
+            if ended:
                 return
 
     async def write(self, batch: Sequence[Outcome]) -> None:

@@ -21,6 +21,7 @@ from typing import Protocol
 from pathlib import Path
 from time import monotonic
 
+from .batches import take_batch
 from .config import Config
 from .discover import discover_sitemaps
 from .fetch import Fetcher
@@ -298,18 +299,10 @@ class Crawl:
     async def _parse_worker(self, parser: ParseStage, parse_q: asyncio.Queue[FetchResult | None],
                             gather_q: asyncio.Queue[Outcome | None]) -> None:
         while True:
-            # Take what is waiting, up to a batch: batches grow under load and stay at one
-            # page when the crawl is slow, so a page never waits for others to arrive.
-            batch: list[FetchResult] = []
-            item = await parse_q.get()
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= PARSE_BATCH or parse_q.empty():
-                    break
-                item = parse_q.get_nowait()
+            batch, ended = await take_batch(parse_q, PARSE_BATCH)
             for outcome in await parser.parse(batch) if batch else ():
                 await gather_q.put(outcome)
-            if item is None:
+            if ended:
                 return
 
 
