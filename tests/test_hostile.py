@@ -89,7 +89,7 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
-    peak_rss: int  # bytes: the kernel's high-water mark of the crawler process (wait4's ru_maxrss)
+    peak_rss: int  # bytes: the crawler process's own high-water mark (VmHWM of its address space)
     peak_tree: int  # bytes: the largest sum of proportional set sizes over its process tree, polled
 
 
@@ -105,17 +105,23 @@ async def run_sgcrawl(args: list[str], out: Path, timeout: float = 50) -> Run:
              for fd, name in ((1, "stdout.txt"), (2, "stderr.txt"))]
     pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "crawler", "run", *args], env, file_actions=files)
     tree = [0]
+    hwm = [0]
     done = threading.Event()
 
     def poll() -> None:
+        # Not wait4's ru_maxrss: posix_spawn shares this (test) process's memory until exec, and
+        # the kernel carries that high-water mark into the child's, so it reports the test
+        # process's size (351 MB after the whole suite). VmHWM belongs to the crawler's own
+        # address space and only grows, so the last reading before it exits is its peak.
         while not done.wait(0.005):
             tree[0] = max(tree[0], sum(_pss(p) for p in _tree(pid)))
+            hwm[0] = max(hwm[0], _hwm(pid))
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     waiter = asyncio.ensure_future(asyncio.to_thread(os.wait4, pid, 0))
     try:
-        _, status, usage = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        _, status, _ = await asyncio.wait_for(asyncio.shield(waiter), timeout)
     except TimeoutError:
         os.kill(pid, signal.SIGKILL)
         await waiter
@@ -124,7 +130,15 @@ async def run_sgcrawl(args: list[str], out: Path, timeout: float = 50) -> Run:
         done.set()
         poller.join()
     return Run(os.waitstatus_to_exitcode(status), (out / "stdout.txt").read_text(),
-               (out / "stderr.txt").read_text(), usage.ru_maxrss * 1024, tree[0])
+               (out / "stderr.txt").read_text(), hwm[0], tree[0])
+
+
+def _hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next((int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:")), 0)
+    except OSError:
+        return 0
 
 
 def _pss(pid: int) -> int:
