@@ -119,8 +119,18 @@ def run_bench(pages: int = 2000, hosts: int = 4) -> BenchResult:
         server.kill()
         server.wait()
     stored = result.stats.stored
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     return BenchResult(stored, round(seconds, 2), round(stored / seconds, 1), round(peak, 1))
+
+
+def _peak_rss_mb() -> float:
+    """This process's own high-water mark. Not ru_maxrss: Linux carries the parent's into a
+    child across fork and exec, so a crawler started by a large process would report its size."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Quiet:
