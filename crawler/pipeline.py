@@ -9,17 +9,14 @@ queued, nothing leased); then shutdown flows downstream, stage by stage, with en
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Protocol
 from pathlib import Path
 from time import monotonic
+from typing import Protocol
 
 from .batches import take_batch
 from .config import Config
@@ -38,7 +35,7 @@ from .robots import product_token
 from .robots_cache import RobotsCache
 from .scope import Admission, Scope
 from .stats import Stats
-from .store import StorageError, Store, open_db
+from .store import StorageError, Store, exclusive, open_db, remove_db
 
 __all__ = ["Crawl", "CrawlResult", "CrawlView", "Progress", "ProgressFactory", "StorageError", "remove_db", "run_crawl"]
 
@@ -61,37 +58,6 @@ def settings_of(config: Config) -> dict[str, object]:
 
 def _changes(before: dict[str, object], now: dict[str, object]) -> tuple[str, ...]:
     return tuple(f"{k}: {before[k]!r} -> {now[k]!r}" for k in now if k in before and before[k] != now[k])
-
-
-@contextmanager
-def _exclusive(db: Path) -> Iterator[None]:
-    """One run per database: a second would double-fetch and fight over the writer lock.
-
-    An advisory lock on ``<db>.lock``; the kernel drops it when the process dies (kill -9),
-    so a crashed run never blocks the next one.
-    """
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StorageError(f"--db {db}: cannot create its lock file: {exc.strerror or exc}", usage=True) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            raise StorageError(f"--db {db}: another sgcrawl run is using it (pid {holder})", usage=True) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        os.close(fd)
-
-
-def remove_db(path: Path) -> None:
-    """Delete a crawl database and its WAL side files (``--fresh``)."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 class Crawl:
@@ -124,7 +90,7 @@ class Crawl:
 
     async def run(self) -> CrawlResult:
         """Run the crawl. Raises StorageError when the database cannot be used or written."""
-        with _exclusive(self.config.crawl.db):
+        with exclusive(self.config.crawl.db):
             if self.fresh:
                 remove_db(self.config.crawl.db)
             try:

@@ -20,10 +20,12 @@ Schema (``sgcrawl export`` and ``sgcrawl report`` read it; documented in README.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ import aiosqlite
 from .models import Outcome
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
-           "open_readonly"]
+           "open_readonly", "exclusive", "remove_db"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
 SCHEMA_VERSION = 3  # PRAGMA user_version of a crawl database
@@ -211,3 +213,34 @@ class Store:
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [(k, json.dumps(v)) for k, v in values.items()],
         )
+
+
+def remove_db(path: Path) -> None:
+    """Delete a crawl database and its WAL side files (``--fresh``)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(db: Path) -> Iterator[None]:
+    """One run per database: a second would double-fetch and fight over the writer lock.
+
+    An advisory lock on ``<db>.lock``; the kernel drops it when the process dies (kill -9),
+    so a crashed run never blocks the next one.
+    """
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"--db {db}: cannot create its lock file: {exc.strerror or exc}", usage=True) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise StorageError(f"--db {db}: another sgcrawl run is using it (pid {holder})", usage=True) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
