@@ -23,7 +23,7 @@ from dataclasses import replace
 from .fetch import is_html
 from .models import Error, FetchResult, Outcome, ParsedPage
 
-__all__ = ["ParseStage", "parse_jobs", "default_workers", "BATCH"]
+__all__ = ["ParseStage", "parse_jobs", "default_workers", "BATCH", "EMPTY_HASH"]
 
 BATCH = 32  # pages per call to a parse process
 #: Only the first bytes of a body are parsed: a DOM costs ~38x the bytes of a link farm, and a
@@ -37,21 +37,24 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-Job = tuple[bytes, str, "str | None"]  # body, final URL, Content-Type
+Job = tuple[bytes, str, "str | None", bool]  # body, final URL, Content-Type, parse it?
+EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 
 
-def parse_jobs(jobs: list[Job], strip_tracking: bool, keep_bodies: bool) -> list[tuple[ParsedPage, str, bytes | None]]:
+def parse_jobs(jobs: list[Job], strip_tracking: bool,
+               keep_bodies: bool) -> list[tuple[ParsedPage | None, str, bytes | None]]:
     """Parse pages, hash and (to keep them) compress their whole bodies: the unit of work
-    shipped to a parse process, where the CPU it costs does not slow the event loop.
+    shipped to a parse process, where the CPU it costs does not slow the event loop. Bodies
+    that are not parsed (error pages) come too, for their hash and compression alone.
 
     Pages travel in batches: one page per call costs more in pickling and wake-ups than
     parsing it in the loop's own process does (measured: 2,860 vs 4,917 pages/s).
     """
     from .parse import parse_html
 
-    return [(parse_html(body[:PARSE_MAX_BYTES], url, ctype, strip_tracking=strip_tracking),
+    return [(parse_html(body[:PARSE_MAX_BYTES], url, ctype, strip_tracking=strip_tracking) if parse else None,
              hashlib.sha256(body).hexdigest(), zlib.compress(body, 1) if keep_bodies else None)
-            for body, url, ctype in jobs]
+            for body, url, ctype, parse in jobs]
 
 
 def _init_process() -> None:
@@ -111,11 +114,12 @@ class ParseStage:
             await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
 
     async def parse(self, results: list[FetchResult]) -> list[Outcome]:
-        """Parse the HTML bodies among ``results``; the rest pass through unparsed."""
-        todo = [r for r in results if not (r.error or r.skip or not r.body or not is_html(r.content_type))]
-        parsed: dict[int, tuple[ParsedPage, str, bytes | None]] = {}
+        """Parse the HTML bodies among ``results``; other bodies are only hashed and kept."""
+        todo = [r for r in results if r.body and not r.skip]
+        parsed: dict[int, tuple[ParsedPage | None, str, bytes | None]] = {}
         if todo:
-            jobs: list[Job] = [(r.body, r.final_url, r.content_type) for r in todo]
+            jobs: list[Job] = [(r.body, r.final_url, r.content_type, not r.error and is_html(r.content_type))
+                               for r in todo]
             try:
                 if self._pool is None:
                     done = parse_jobs(jobs, self.strip_tracking, self.keep_bodies)
@@ -131,9 +135,11 @@ class ParseStage:
         return [Outcome(r, *parsed[id(r)]) if id(r) in parsed else self._unparsed(r) for r in results]
 
     def _unparsed(self, result: FetchResult) -> Outcome:
-        body = result.body
+        body = result.body  # empty here, but for the rare parser-died path
+        if not body:
+            return Outcome(result, None, EMPTY_HASH)
         return Outcome(result, None, hashlib.sha256(body).hexdigest(),
-                       zlib.compress(body, 1) if self.keep_bodies and body else None)
+                       zlib.compress(body, 1) if self.keep_bodies else None)
 
     def _failed(self, result: FetchResult, detail: str) -> Outcome:
         return self._unparsed(replace(result, error=Error.PARSE, detail=detail))

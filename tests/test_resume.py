@@ -60,6 +60,16 @@ async def start(args: list[str], cwd: Path, capture: bool = False) -> asyncio.su
     return await asyncio.create_subprocess_exec(*args, cwd=cwd, stdout=out, stderr=out)
 
 
+async def crawl_until(make_site, tmp_path: Path, requests: int, pause: float, capture: bool = False):
+    """Start a real crawl of a slow site and return once the servers saw ``requests`` requests."""
+    sites, seed, hits, arrived, state = await slow_site(make_site, pause=pause)
+    state["kill_at"] = requests
+    db = tmp_path / "c.db"
+    proc = await start(crawl_args(seed, db), tmp_path, capture)
+    await asyncio.wait_for(arrived.wait(), 30)
+    return proc, seed, db, state
+
+
 def stored_urls(db: Path) -> list[str]:
     return [r["url"] for r in records(db)]
 
@@ -108,11 +118,7 @@ async def test_kill_9_then_resume_loses_nothing_and_stores_nothing_twice(make_si
 
 
 async def test_ctrl_c_once_stops_cleanly_with_130(make_site, tmp_path):
-    sites, seed, hits, arrived, state = await slow_site(make_site, pause=0.2)
-    state["kill_at"] = 10
-    db = tmp_path / "c.db"
-    proc = await start(crawl_args(seed, db), tmp_path, capture=True)
-    await asyncio.wait_for(arrived.wait(), 30)
+    proc, seed, db, state = await crawl_until(make_site, tmp_path, 10, pause=0.2, capture=True)
     sent = monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -132,11 +138,7 @@ async def test_ctrl_c_once_stops_cleanly_with_130(make_site, tmp_path):
 
 
 async def test_ctrl_c_twice_exits_at_once_and_the_db_resumes(make_site, tmp_path):
-    sites, seed, hits, arrived, state = await slow_site(make_site, pause=0.5)
-    state["kill_at"] = 6
-    db = tmp_path / "c.db"
-    proc = await start(crawl_args(seed, db), tmp_path)
-    await asyncio.wait_for(arrived.wait(), 30)
+    proc, seed, db, state = await crawl_until(make_site, tmp_path, 6, pause=0.5)
     proc.send_signal(signal.SIGINT)
     await asyncio.sleep(0.2)
     sent = monotonic()
@@ -163,11 +165,7 @@ async def test_resume_says_which_settings_changed(make_site, tmp_path):
 
 
 async def test_two_runs_on_one_database_are_refused(make_site, tmp_path):
-    sites, seed, hits, arrived, state = await slow_site(make_site, pause=0.5)
-    state["kill_at"] = 2
-    db = tmp_path / "c.db"
-    first = await start(crawl_args(seed, db), tmp_path)
-    await asyncio.wait_for(arrived.wait(), 30)
+    first, seed, db, state = await crawl_until(make_site, tmp_path, 2, pause=0.5)
     res = await run_cli("run", seed, "--db", str(db), cwd=tmp_path)
     assert res.returncode == 2 and "another sgcrawl run" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
