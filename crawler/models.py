@@ -113,4 +113,4 @@ class Outcome:
     result: FetchResult
     page: ParsedPage | None
     content_hash: str  # sha256 of the body, hex
-    body_z: bytes | None = None  # the body, zlib-compressed, when raw bodies are kept (WARC export)
+    body_z: bytes | None = None  # the body, packed (crawler.bodies), when raw bodies are kept (WARC export)

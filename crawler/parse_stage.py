@@ -15,11 +15,11 @@ import os
 import signal
 import threading
 import time
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
+from .bodies import pack
 from .fetch import is_html
 from .models import Error, FetchResult, Outcome, ParsedPage
 
@@ -53,7 +53,7 @@ def parse_jobs(jobs: list[Job], strip_tracking: bool,
     from .parse import parse_html
 
     return [(parse_html(body[:PARSE_MAX_BYTES], url, ctype, strip_tracking=strip_tracking) if parse else None,
-             hashlib.sha256(body).hexdigest(), zlib.compress(body, 1) if keep_bodies else None)
+             hashlib.sha256(body).hexdigest(), pack(body) if keep_bodies else None)
             for body, url, ctype, parse in jobs]
 
 
@@ -139,7 +139,7 @@ class ParseStage:
         if not body:
             return Outcome(result, None, EMPTY_HASH)
         return Outcome(result, None, hashlib.sha256(body).hexdigest(),
-                       zlib.compress(body, 1) if self.keep_bodies else None)
+                       pack(body) if self.keep_bodies else None)
 
     def _failed(self, result: FetchResult, detail: str) -> Outcome:
         return self._unparsed(replace(result, error=Error.PARSE, detail=detail))

@@ -14,7 +14,7 @@ Schema (``sgcrawl export`` and ``sgcrawl report`` read it; documented in README.
   (:mod:`crawler.seen`), so a resumed crawl reloads its dedupe filter without reading URLs.
 - ``pages``: one row per stored URL (``id`` = ``urls.id``), fetched or failed with ``error``.
 - ``contents``: sha256 of a body -> the first page stored with it (content dedupe), and the
-  body itself, zlib-compressed, when raw bodies are kept (``crawl.store_bodies``).
+  body itself, zstd-compressed (:mod:`crawler.bodies`), when raw bodies are kept (``crawl.store_bodies``).
 - ``meta``: key/value facts about the crawl (seeds, settings, status).
 """
 

@@ -36,7 +36,6 @@ import hashlib
 import json
 import sqlite3
 import uuid
-import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -50,6 +49,7 @@ from warcio.timeutils import datetime_to_iso_date
 from warcio.warcwriter import WARCWriter
 
 from . import __version__
+from .bodies import unpack
 from .store import open_readonly
 
 __all__ = ["WarcUnavailable", "write_warc"]
@@ -176,7 +176,7 @@ def write_warc(db_path: Path, out: BinaryIO, *, gzip: bool = True, user_agent: s
         ids = uuid.uuid4()  # response record ids are derived from page ids, so revisits can name them
         n = 0
         for page_id, uri, status, fetched_at, headers, error, body_z, orig_id, orig_uri, orig_at in _rows(db):
-            body = zlib.decompress(body_z) if body_z is not None else b""
+            body = unpack(body_z) if body_z is not None else b""
             rid = f"<urn:uuid:{uuid.uuid5(ids, str(page_id))}>"
             req_id = f"<urn:uuid:{uuid.uuid4()}>"
             date = _date(fetched_at)

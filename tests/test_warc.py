@@ -6,6 +6,7 @@ import gzip as gz
 import io
 import json
 import sqlite3
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from aiohttp import web
 from warcio.archiveiterator import ArchiveIterator
 
+from crawler.bodies import unpack
 from crawler.warc import WarcUnavailable, write_warc
 
 from conftest import html, redirect, respond
@@ -148,6 +150,24 @@ async def test_user_agent_override(make_site: Any, crawl: Any) -> None:
     records = read_warc(buf.getvalue())
     assert b"http-header-user-agent: archiver/1.0" in records[0]["body"]
     assert {r["http"]["User-Agent"] for r in records if r["type"] == "request"} == {"archiver/1.0"}
+
+
+async def test_bodies_are_zstd_and_older_zlib_ones_still_export(make_site: Any, crawl: Any) -> None:
+    _, db, bodies = await crawl_site(make_site, crawl)
+    with sqlite3.connect(db) as con:
+        blobs = con.execute("SELECT hash, body FROM contents WHERE body IS NOT NULL").fetchall()
+        assert blobs and all(body[:4] == b"\x28\xb5\x2f\xfd" for _, body in blobs)  # zstd frames
+        before = io.BytesIO()
+        write_warc(db, before)
+        # A database written before bodies were zstd: every body a zlib stream. Same export.
+        con.executemany("UPDATE contents SET body = ? WHERE hash = ?",
+                        [(zlib.compress(unpack(body)), h) for h, body in blobs])
+    after = io.BytesIO()
+    write_warc(db, after)
+    payload = [(r["warc"]["WARC-Target-URI"], r["body"]) for r in read_warc(after.getvalue()) if r["type"] == "response"]
+    assert payload == [(r["warc"]["WARC-Target-URI"], r["body"])
+                       for r in read_warc(before.getvalue()) if r["type"] == "response"]
+    assert bodies["/gz"] in [body for _, body in payload]
 
 
 async def test_no_bodies_kept_means_no_warc(make_site: Any, crawl: Any) -> None:
