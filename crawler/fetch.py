@@ -6,6 +6,11 @@ a hop to another origin gives back the old lane's slot and waits for one of the 
 A hop's target is *claimed* in the frontier's dedupe set, so that it is fetched only here;
 a target the crawl already knows ends the chain (it is or will be fetched on its own).
 
+Every request aiohttp writes passes the send gate (:meth:`Fetcher._gate`, a client
+middleware), not only the ones this module starts: the redirect hops aiohttp follows itself
+(robots.txt, sitemaps) and its one automatic resend when a server closed a kept-alive
+connection under a request. Each waits for its origin's gap and is stamped as sent.
+
 Bodies are decoded here (:mod:`crawler.decode`), not by aiohttp (``auto_decompress=False``):
 the decoder is fed one network chunk at a time with an output limit of what is left under ``--max-bytes``, so a bomb
 costs the cap and no more, and a gzip stream that stops short is an error (``decode``) instead
@@ -18,6 +23,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from time import monotonic
 
 import aiohttp
@@ -35,6 +41,8 @@ __all__ = ["Fetcher", "is_html"]
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _SMALL = 64 * 1024  # a non-HTML body up to this size is read to keep the connection alive
+# When the send gate last let a request of this task go (task-local): latency is timed from it.
+_SENT_AT: ContextVar[float] = ContextVar("sent_at", default=0.0)
 
 def is_html(content_type: str | None) -> bool:
     """Parse this response? A missing Content-Type is sniffed by the parser, so yes."""
@@ -96,8 +104,15 @@ class Fetcher:
             # Cookies are not kept: a crawl is not a browsing session, and a jar grows with every host.
             cookie_jar=aiohttp.DummyCookieJar(),
             max_line_size=16384, max_field_size=16384,
+            middlewares=(self._gate,),
         )
         return self
+
+    async def _gate(self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        """Wait for the request's origin to allow a send, stamp it, then send (every attempt)."""
+        await self.lanes.send_gate(origin_of(str(request.url)))
+        _SENT_AT.set(monotonic())
+        return await handler(request)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
@@ -123,8 +138,6 @@ class Fetcher:
                 assert self.robots is not None
                 return result(skip=self.robots.skip_reason(skipped_origin))
             while True:
-                await self.lanes.send_gate(origin)
-                sent_at = monotonic()
                 assert self._session is not None
                 async with self._session.get(url, allow_redirects=False) as resp:
                     status = resp.status
@@ -132,7 +145,7 @@ class Fetcher:
                     headers = tuple(resp.headers.items())
                     location = resp.headers.get("Location") if status in _REDIRECTS else None
                     if location is None:
-                        return await self._finish(resp, result, origin, sent_at)
+                        return await self._finish(resp, result, origin, _SENT_AT.get())
                     await self._drain(resp)
                 target = canonical_link(url, location, self.strip_tracking)
                 if target is None:
@@ -184,7 +197,6 @@ class Fetcher:
         Redirects are followed by aiohttp (up to ``max_redirects``); the body is cut at
         ``max_bytes`` (decoded size). Never raises but for cancellation.
         """
-        await self.lanes.send_gate(origin_of(url))
         assert self._session is not None
         try:
             async with self._session.get(url, max_redirects=max_redirects) as resp:

@@ -5,8 +5,9 @@ A *lane* is one origin (``host:port``). Two moments matter:
 1. **Lease** (the scheduler, :meth:`Lanes.try_reserve`): a URL is handed out only when its lane
    has a free in-flight slot and its next start time has come; the slot is taken at once, with
    no ``await`` between the check and the take, so two workers can never win the same slot.
-2. **Send** (the fetch worker, :meth:`Lanes.send_gate`): right before the request is written,
-   the worker waits until ``last_sent + delay`` and stamps ``last_sent``. The gap is timed from
+2. **Send** (:meth:`Lanes.send_gate`, from the fetcher's aiohttp middleware, so every request
+   aiohttp writes passes it, its own redirect hops and resends too): right before the request is
+   written, the worker waits until ``last_sent + delay`` and stamps ``last_sent``. The gap is timed from
    when requests actually go out, not from when they left a queue: a busy event loop can delay
    a leased request, and the next one must not then arrive early on the wire.
 

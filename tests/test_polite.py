@@ -245,3 +245,35 @@ async def test_politeness_holds_across_redirect_hops(make_site, crawl):
     await crawl(site.url("/"), delay=0.15, per_host=3)
     starts = [h.at for h in site.log]
     assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.14
+
+
+async def test_robots_redirect_hops_keep_the_gap(make_site, crawl):
+    # aiohttp follows robots.txt redirects itself: each hop still waits for the host's gap.
+    site = await make_site({ROBOTS: redirect("/r2"), "/r2": redirect("/real-robots.txt"),
+                            "/real-robots.txt": text("User-agent: *\nAllow: /\n"),
+                            "/": html("home", ["/a"]), "/a": html("a")})
+    await crawl(site.url("/"), delay=0.3, per_host=2, sitemaps=False)
+    assert [h.path for h in site.log] == [ROBOTS, "/r2", "/real-robots.txt", "/", "/a"]
+    starts = [h.at for h in site.log]
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.29, starts
+
+
+async def test_aiohttp_own_resend_keeps_the_gap(make_site, crawl):
+    # A server that hangs up on a kept-alive connection without answering: aiohttp sends the
+    # request again by itself. That resend is a request to the host like any other.
+    calls = []
+
+    async def hang_up_once(request: web.Request) -> web.StreamResponse:
+        calls.append(request.path)
+        if len(calls) == 1:
+            request.transport.close()
+        return web.Response(text=html("flaky"), content_type="text/html")
+
+    site = await make_site({"/": html("home", ["/flaky"]), "/flaky": hang_up_once})
+    result = await crawl(site.url("/"), delay=0.3, per_host=1, retries=0, obey=False, sitemaps=False)
+    flaky = [h.at for h in site.log if h.path == "/flaky"]
+    assert len(flaky) == 2  # aiohttp's resend: the one the crawler did not ask for
+    assert flaky[1] - flaky[0] >= 0.29, flaky
+    starts = [h.at for h in site.log]
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.29, starts
+    assert result.stats.stored == 2 and result.stats.failed == 0
