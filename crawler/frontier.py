@@ -6,7 +6,7 @@ work. What it may touch: the crawl database connection, inside the gatherer's tr
 writes. It never fetches, parses or stores pages.
 
 Leases: a URL handed out by :meth:`lease` stays leased until the gatherer acks it with
-:meth:`complete` (stored or skipped) or a fetch worker gives it back with :meth:`release`
+:meth:`commit_batch` (stored or skipped) or a fetch worker gives it back with :meth:`release`
 (retry later). Nothing is written at lease time: a leased URL is still ``queued`` on disk, so
 a crash puts every leased URL back in the queue by itself. "Finished" means nothing queued
 and nothing leased; an empty lease only means "nothing ready now".
@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import sqlite3
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from time import monotonic
 from typing import Protocol
 
@@ -34,7 +36,7 @@ from .robots_cache import RobotsCache
 from .scope import Admission, next_chain
 from .seen import SeenFilter, fingerprint
 from .stats import Stats
-from .store import QUEUED, SKIPPED, STORED
+from .store import QUEUED, SKIPPED, STORED, Step
 from .urls import origin_of
 
 __all__ = ["Frontier", "SqliteFrontier", "ResumeState"]
@@ -42,6 +44,8 @@ __all__ = ["Frontier", "SqliteFrontier", "ResumeState"]
 WINDOW = 256  # tasks per origin kept in memory
 # Admitted URLs with a query, for the query-variant trap counts of a resumed crawl (a partial
 # index serves it, so it reads only those rows).
+_INSERT = ("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _QUERY_URLS = "SELECT url FROM urls WHERE admitted = 1 AND depth > 0 AND instr(url, '?') > 0"
 
 
@@ -54,10 +58,11 @@ class Frontier(Protocol):
     async def add_seeds(self, urls: Sequence[str]) -> int: ...
     async def add(self, found: Sequence[tuple[Task, Sequence[str]]]) -> None: ...
     async def claim(self, url: str) -> bool: ...
-    async def record(self, rows: Sequence[tuple[str, Task, str]]) -> None: ...
     async def lease(self, limit: int) -> list[Task]: ...
     def release(self, task: Task, delay: float) -> None: ...
-    async def complete(self, stored: Sequence[Task], skipped: Sequence[tuple[Task, str]]) -> None: ...
+    async def commit_batch(self, commit: Callable[[Sequence[Step]], Awaitable[None]], pages: Step,
+                           claimed: Sequence[tuple[str, Task, str]], found: Sequence[tuple[Task, Sequence[str]]],
+                           stored: Sequence[Task], skipped: Sequence[tuple[Task, str]]) -> None: ...
     def next_ready_in(self) -> float | None: ...
     @property
     def finished(self) -> bool: ...
@@ -107,7 +112,8 @@ class SqliteFrontier:
         self._queues: dict[str, _Queue] = {}
         self._heap: list[tuple[float, int, str]] = []  # (ready_at, seq, origin)
         self._seq = itertools.count()
-        self._lock = asyncio.Lock()  # orders disk reads of a window against inserts
+        # Makes "check the dedupe set, confirm on disk, insert" atomic for each adder.
+        self._lock = asyncio.Lock()
         self.queued = 0  # not leased, waiting (window + on disk + retries)
         self.leased = 0
         self.stored = 0
@@ -167,22 +173,20 @@ class SqliteFrontier:
         links on a page were seen before. The lock makes check-and-insert atomic: two pages
         (or a page and a sitemap) finding the same link cannot both add it.
         """
-        where: dict[str, tuple[Task | None, int]] = {}
-        for parent, links in found:
-            at = (parent, parent.depth + 1)
-            for url in links:
-                where.setdefault(url, at)  # the first page to find a link is its parent
-        await self._add(where)
+        await self._add(_first_found(found))
 
     async def add_discovered(self, urls: Iterable[str], depth: int) -> None:
         """Record URLs found elsewhere than on a page (sitemaps): admitted like links, no parent."""
         await self._add(dict.fromkeys(urls, (None, depth)))
 
     async def _add(self, where: dict[str, tuple[Task | None, int]]) -> None:
-        # `where` maps each URL to (parent, depth), in the order the URLs were found.
         async with self._lock:
-            rows = [self._admit(url, fp, *where[url]) for url, fp in await self._fresh(where)]
-            await self._write(rows)
+            await self._write(await self._new_rows(where))
+
+    async def _new_rows(self, where: dict[str, tuple[Task | None, int]]) -> list[tuple]:
+        """Rows for the URLs of ``where`` (URL -> (parent, depth), in the order found) that
+        the crawl has never seen: queued, or skipped with a reason. The caller holds the lock."""
+        return [self._admit(url, fp, *where[url]) for url, fp in await self._fresh(where)]
 
     async def _fresh(self, urls: Iterable[str]) -> list[tuple[str, int]]:
         """The URLs among ``urls`` the crawl has never discovered, with their fingerprints,
@@ -231,10 +235,18 @@ class SqliteFrontier:
             self.stats.link_skipped(origin, reason)
         return self._row(url, fp, depth, parent, QUEUED if reason is None else SKIPPED, reason, chain, origin)
 
-    async def record(self, rows: Sequence[tuple[str, Task, str]]) -> None:
-        """Write skipped rows for URLs already claimed: ``(url, parent task, reason)``."""
+    async def commit_batch(self, commit: Callable[[Sequence[Step]], Awaitable[None]], pages: Step,
+                           claimed: Sequence[tuple[str, Task, str]], found: Sequence[tuple[Task, Sequence[str]]],
+                           stored: Sequence[Task], skipped: Sequence[tuple[Task, str]]) -> None:
+        """The gatherer's batch, in one transaction: ``pages`` (its step), then rows for URLs
+        already claimed (redirect hops: ``(url, parent task, reason)``), then the links found
+        on pages, then the acks of the leases (stored, or skipped with a reason)."""
         async with self._lock:
-            await self._write([self._row(url, 0, parent.depth, parent, SKIPPED, reason) for url, parent, reason in rows])
+            rows = [self._row(url, 0, parent.depth, parent, SKIPPED, reason) for url, parent, reason in claimed]
+            rows += await self._new_rows(_first_found(found))
+            self._enqueue(rows)
+            await commit([pages, partial(_insert, rows), partial(_ack, stored, skipped)])
+        self._acked(stored, skipped)
 
     def _row(self, url: str, fp: int, depth: int, parent: Task | None, state: int, reason: str | None,
              chain: int = 0, origin: str | None = None) -> tuple:
@@ -245,11 +257,14 @@ class SqliteFrontier:
 
     async def _write(self, rows: list[tuple]) -> None:
         """Insert new rows (the caller holds the lock) and queue the queued ones."""
-        if not rows:
-            return
-        await self.db.executemany(
-            "INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        if rows:
+            self._enqueue(rows)
+            await self.db.executemany(_INSERT, rows)
+
+    def _enqueue(self, rows: list[tuple]) -> None:
+        """Count new queued rows in their origins' queues, *before* their insert is queued on
+        the connection: a window refill (:meth:`_refill`) that runs first reads only older
+        rows, one that runs after reads them too, and the counts hold either way."""
         for row in rows:
             if row[5] == QUEUED:
                 self._queue(row[2]).pending += 1
@@ -318,12 +333,12 @@ class SqliteFrontier:
         return out
 
     async def _refill(self, origin: str, q: _Queue) -> None:
-        async with self._lock:
-            async with self.db.execute(
-                "SELECT id, url, depth, chain FROM urls WHERE origin = ? AND state = 0 AND id > ? ORDER BY id LIMIT ?",
-                (origin, q.cursor, WINDOW),
-            ) as cur:
-                rows = await cur.fetchall()
+        # No lock: inserts are counted before they are queued on the connection (_enqueue).
+        async with self.db.execute(
+            "SELECT id, url, depth, chain FROM urls WHERE origin = ? AND state = 0 AND id > ? ORDER BY id LIMIT ?",
+            (origin, q.cursor, WINDOW),
+        ) as cur:
+            rows = await cur.fetchall()
         for id_, url, depth, chain in rows:
             q.window.append(Task(id_, url, depth, origin, chain=chain))
         if rows:
@@ -338,13 +353,7 @@ class SqliteFrontier:
         self.queued += 1
         self._schedule(task.origin, q.retries[0][0])
 
-    async def complete(self, stored: Sequence[Task], skipped: Sequence[tuple[Task, str]]) -> None:
-        """Ack leases (inside the gatherer's transaction, after their pages are written)."""
-        if stored:
-            await self.db.executemany(f"UPDATE urls SET state = {STORED} WHERE id = ?", [(t.id,) for t in stored])
-        if skipped:
-            await self.db.executemany(f"UPDATE urls SET state = {SKIPPED}, reason = ? WHERE id = ?",
-                                      [(reason, t.id) for t, reason in skipped])
+    def _acked(self, stored: Sequence[Task], skipped: Sequence[tuple[Task, str]]) -> None:
         self.leased -= len(stored) + len(skipped)
         self.stored += len(stored)
         self.wakeup.set()
@@ -359,3 +368,28 @@ class SqliteFrontier:
         """(origin, queued count) for the progress display."""
         for origin, q in self._queues.items():
             yield origin, len(q.window) + max(q.pending, 0) + len(q.retries)
+
+
+def _first_found(found: Sequence[tuple[Task, Sequence[str]]]) -> dict[str, tuple[Task | None, int]]:
+    """URL -> (parent, depth) of links found on pages: the first page to find a link is its parent."""
+    where: dict[str, tuple[Task | None, int]] = {}
+    for parent, links in found:
+        at = (parent, parent.depth + 1)
+        for url in links:
+            where.setdefault(url, at)
+    return where
+
+
+# Steps of a transaction: they run in the connection's thread (Store.commit), on plain values.
+
+def _insert(rows: list[tuple], conn: sqlite3.Connection) -> None:
+    if rows:
+        conn.executemany(_INSERT, rows)
+
+
+def _ack(stored: Sequence[Task], skipped: Sequence[tuple[Task, str]], conn: sqlite3.Connection) -> None:
+    if stored:
+        conn.executemany(f"UPDATE urls SET state = {STORED} WHERE id = ?", [(t.id,) for t in stored])
+    if skipped:
+        conn.executemany(f"UPDATE urls SET state = {SKIPPED}, reason = ? WHERE id = ?",
+                         [(reason, t.id) for t, reason in skipped])

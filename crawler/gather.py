@@ -61,11 +61,8 @@ class Gatherer:
                     found.append((r.task, links))
                 if not index:
                     noindex.add(r.task.id)
-        async with self.store.transaction():
-            await self.store.put_pages(stored, frozenset(noindex))
-            await self.frontier.record(aliases)
-            await self.frontier.add(found)
-            await self.frontier.complete([o.result.task for o in stored], skipped)
+        await self.frontier.commit_batch(self.store.commit, self.store.pages_step(stored, frozenset(noindex)),
+                                          aliases, found, [o.result.task for o in stored], skipped)
         self.stats.gathered(stored, skipped, len(aliases))
 
     def _hygiene(self, o: Outcome) -> tuple[Sequence[str], bool]:

@@ -24,8 +24,8 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,14 @@ import aiosqlite
 
 from .models import Outcome
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "Step", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
            "open_readonly", "exclusive", "remove_db"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
 SCHEMA_VERSION = 3  # PRAGMA user_version of a crawl database
+#: Part of a transaction (:meth:`Store.commit`): runs in the connection's thread, never touches
+#: the event loop's state.
+Step = Callable[[sqlite3.Connection], None]
 
 
 class StorageError(Exception):
@@ -160,18 +163,18 @@ class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        await self.db.execute("COMMIT")
+    async def commit(self, steps: Sequence[Step]) -> None:
+        """Run ``steps`` in one transaction, in the connection's thread, in one round trip.
 
-    async def put_pages(self, outcomes: Sequence[Outcome], noindex: frozenset[int] = frozenset()) -> None:
-        """Store fetched pages (idempotent: a page re-fetched after a crash replaces itself).
+        A gathered batch is a dozen statements; awaited one by one, each waits for the busy
+        event loop to resume the gatherer, and the transaction stays open across those waits.
+        """
+        await self.db._execute(_transaction, self.db, steps)
+
+    @staticmethod
+    def pages_step(outcomes: Sequence[Outcome], noindex: frozenset[int] = frozenset()) -> Step:
+        """The step that stores fetched pages (idempotent: a page re-fetched after a crash
+        replaces itself). Rows are built here, in the caller's thread; the step only writes.
 
         ``noindex``: ids of pages that asked not to be indexed (meta robots, X-Robots-Tag):
         stored, and flagged.
@@ -179,30 +182,34 @@ class Store:
         Content dedupe: the first page stored with a body keeps it; later ones point to it
         with ``duplicate_of``. Empty bodies (failed fetches) are never duplicates.
         """
-        if not outcomes:
-            return
         hashed = [(o.content_hash, o.result.task.id, o.body_z) for o in outcomes if o.result.body]
-        first: dict[str, int] = {}
-        if hashed:
-            await self.db.executemany("INSERT OR IGNORE INTO contents (hash, first, body) VALUES (?, ?, ?)", hashed)
-            hashes = list({h for h, _, _ in hashed})
-            for i in range(0, len(hashes), 500):
-                chunk = hashes[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                async with self.db.execute(f"SELECT hash, first FROM contents WHERE hash IN ({marks})", chunk) as cur:
-                    first.update({h: f async for h, f in cur})
         rows = []
         for o in outcomes:
             r, p = o.result, o.page
-            dup = first.get(o.content_hash) if r.body else None
-            rows.append((
+            rows.append([
                 r.task.id, r.final_url, r.status, r.fetched_at, r.elapsed_ms, r.content_type,
                 len(r.body), p and p.title, p and p.description, p and p.canonical,
                 p and p.meta_robots, p.text if p else "", p.n_links if p else 0, o.content_hash,
-                dup if dup != r.task.id else None, r.error, r.detail, r.task.attempt + 1,
+                None, r.error, r.detail, r.task.attempt + 1,
                 p and p.encoding, json.dumps(r.headers) if r.headers else None, int(r.task.id in noindex),
-            ))
-        await self.db.executemany(_INSERT_PAGE, rows)
+            ])
+
+        def step(conn: sqlite3.Connection) -> None:
+            first: dict[str, int] = {}
+            if hashed:
+                conn.executemany("INSERT OR IGNORE INTO contents (hash, first, body) VALUES (?, ?, ?)", hashed)
+                hashes = list({h for h, _, _ in hashed})
+                for i in range(0, len(hashes), 500):
+                    chunk = hashes[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    first.update(conn.execute(f"SELECT hash, first FROM contents WHERE hash IN ({marks})", chunk))
+            for row in rows:
+                if row[6]:  # a body: duplicate_of is the first page stored with it, if another
+                    dup = first.get(row[13])
+                    row[14] = dup if dup != row[0] else None
+            conn.executemany(_INSERT_PAGE, rows)
+
+        return step
 
     async def get_meta(self) -> dict[str, Any]:
         async with self.db.execute("SELECT key, value FROM meta") as cur:
@@ -213,6 +220,18 @@ class Store:
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [(k, json.dumps(v)) for k, v in values.items()],
         )
+
+
+def _transaction(db: aiosqlite.Connection, steps: Sequence[Step]) -> None:
+    conn = db._conn  # in the connection's own thread: aiosqlite runs this function there
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for step in steps:
+            step(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def remove_db(path: Path) -> None:
