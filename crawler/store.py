@@ -38,6 +38,7 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "Step", "StorageError", "QUEUED"
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
 SCHEMA_VERSION = 3  # PRAGMA user_version of a crawl database
+PAGE_SIZE = 65536  # of a new crawl database (SQLite's largest)
 #: Part of a transaction (:meth:`Store.commit`): runs in the connection's thread, never touches
 #: the event loop's state.
 Step = Callable[[sqlite3.Connection], None]
@@ -140,6 +141,12 @@ async def open_db(path: Path) -> aiosqlite.Connection:
         if tables and version != SCHEMA_VERSION:
             raise StorageError(f"--db {path}: not a crawl database of this sgcrawl version "
                                "(use another --db, or --fresh to replace it)", usage=True)
+        if not tables:
+            # Rows here are large (a page's text and packed body: ~30 KB on the benchmark site).
+            # With 64 KiB pages they sit in their b-tree leaf instead of a chain of 4 KiB overflow
+            # pages: the writer's CPU per page halves (71 vs 145 us measured), the file grows ~7%.
+            # Only a new file takes it; an existing one keeps its page size.
+            await db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         await db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a power cut may lose the last batches but never corrupts the file;
         # a process crash (kill -9) loses nothing that was committed.

@@ -249,3 +249,24 @@ async def test_pages_parse_in_a_process_pool(make_site, crawl):
     assert len(recs) == sum(len(s.pages) for s in sites)
     assert {r["title"] for r in recs} >= {f"Page {i}" for i in range(90)}
     assert all(r["links"] > 0 for r in recs if r["title"].startswith("Page"))
+
+
+async def test_new_databases_take_large_pages_old_ones_keep_theirs(make_site, crawl, tmp_path):
+    import sqlite3
+
+    from crawler.store import PAGE_SIZE, SCHEMA, SCHEMA_VERSION
+
+    site = await make_site({"/": html("home", ["/a", "/b"]), "/a": html("a"), "/b": html("b")})
+    fresh = await crawl(site.url("/"))
+    with sqlite3.connect(fresh.db) as con:
+        assert con.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 65536
+    old = tmp_path / "old.db"  # a database from before: 4 KiB pages
+    with sqlite3.connect(old) as con:
+        con.execute("PRAGMA page_size=4096")
+        con.executescript(SCHEMA)
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    result = await crawl(site.url("/"), db=str(old))
+    assert result.stats.stored == 3
+    with sqlite3.connect(old) as con:
+        assert con.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert con.execute("SELECT COUNT(*) FROM pages").fetchone()[0] == 3
