@@ -200,7 +200,10 @@ async def test_disk_full_stops_with_a_clear_error_and_keeps_what_was_stored(make
 
     async def small_disk(path: Path):
         db = await real_open(path)
-        await db.execute("PRAGMA max_page_count = 160")  # SQLITE_FULL: what a full disk looks like
+        async with db.execute("PRAGMA page_size") as cur:
+            page_size = (await cur.fetchone())[0]
+        # SQLITE_FULL past 1 MiB: what a full disk looks like (the schema takes ~9 pages of it)
+        await db.execute(f"PRAGMA max_page_count = {(1 << 20) // page_size}")
         return db
 
     monkeypatch.setattr("crawler.pipeline.open_db", small_disk)
