@@ -54,14 +54,23 @@ async def test_live_display_shows_hosts_and_counters_that_move(make_site, tmp_pa
     crawl = Crawl(config, [a.url("/"), b.url("/")], log=lambda line: None,
                   progress=lambda view: LiveProgress(view, console, interval=0.05))
 
-    async def last_frame() -> str:
-        await asyncio.sleep(0.6)
-        text = console.export_text(clear=True)
-        assert "sgcrawl ·" in text, text
-        return "sgcrawl ·" + text.rsplit("sgcrawl ·", 1)[1]
+    text = ""
+
+    async def frame_after(stored_above: int) -> tuple[str, int]:
+        """The first frame showing more than ``stored_above`` pages stored (polled, not slept for)."""
+        nonlocal text
+        for _ in range(400):
+            await asyncio.sleep(0.05)
+            text += console.export_text(clear=True)
+            if "sgcrawl ·" in text:
+                frame = "sgcrawl ·" + text.rsplit("sgcrawl ·", 1)[1]
+                if (m := re.search(r"stored ([\d,]+)", frame)) and int(m[1].replace(",", "")) > stored_above:
+                    return frame, int(m[1].replace(",", ""))
+        raise AssertionError(text[-3000:])
 
     running = asyncio.create_task(crawl.run())
-    first, second = await last_frame(), await last_frame()
+    first, n_first = await frame_after(0)
+    second, n_second = await frame_after(n_first)
     result = await running
     assert result.stats.stored == 62
     for frame in (first, second):
@@ -69,8 +78,7 @@ async def test_live_display_shows_hosts_and_counters_that_move(make_site, tmp_pa
             origin = site.origin.removeprefix("http://")
             assert re.search(rf"{re.escape(origin)}\s+[0-2]\s+\d+\s+0s\s+configured\s+\S+\s+0\s+ok", frame), frame
         assert "pages/s recent" in frame and "elapsed" in frame and "ETA" in frame
-    stored = [int(re.search(r"stored ([\d,]+)", f)[1].replace(",", "")) for f in (first, second)]  # type: ignore[index]
-    assert 0 < stored[0] < stored[1] < 62, (first, second)
+    assert 0 < n_first < n_second < 62, (first, second)
 
 
 async def test_eta_and_progress_bar_with_max_pages(make_site, tmp_path):
