@@ -212,13 +212,7 @@ class SqliteFrontier:
         return new
 
     async def _on_disk(self, urls: list[str]) -> set[str]:
-        known: set[str] = set()
-        for i in range(0, len(urls), 500):
-            chunk = urls[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            async with self.db.execute(f"SELECT url FROM urls WHERE url IN ({marks})", chunk) as cur:
-                known.update(row[0] for row in await cur.fetchall())
-        return known
+        return await self.db._execute(_known, self.db, urls)  # one round trip to the connection's thread
 
     def _admit(self, url: str, fp: int, parent: Task | None, depth: int) -> tuple:
         """The row of a new URL: queued, or skipped with the first reason that applies."""
@@ -378,6 +372,14 @@ def _first_found(found: Sequence[tuple[Task, Sequence[str]]]) -> dict[str, tuple
         for url in links:
             where.setdefault(url, at)
     return where
+
+
+def _known(db: aiosqlite.Connection, urls: list[str]) -> set[str]:
+    """The URLs among ``urls`` in table ``urls`` (in the connection's thread). One statement
+    per URL, not IN (...) lists: each length of those is a statement of its own in the
+    connection's cache."""
+    conn = db._conn
+    return {url for url in urls if conn.execute("SELECT 1 FROM urls WHERE url = ?", (url,)).fetchone()}
 
 
 # Steps of a transaction: they run in the connection's thread (Store.commit), on plain values.

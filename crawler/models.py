@@ -114,3 +114,4 @@ class Outcome:
     page: ParsedPage | None
     content_hash: str  # sha256 of the body, hex
     body_z: bytes | None = None  # the body, packed (crawler.bodies), when raw bodies are kept (WARC export)
+    size: int = 0  # bytes of the body as fetched: ``result.body`` is dropped once hashed and packed

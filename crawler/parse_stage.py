@@ -57,6 +57,12 @@ def parse_jobs(jobs: list[Job], strip_tracking: bool,
             for body, url, ctype, parse in jobs]
 
 
+def _light(result: FetchResult) -> FetchResult:
+    """The result without its body: hashed and packed, nothing downstream reads it again, and
+    the pages waiting to be committed should not hold ~22 KB each for nothing."""
+    return replace(result, body=b"")
+
+
 def _init_process() -> None:
     from .parse import init_worker
 
@@ -132,14 +138,15 @@ class ParseStage:
                 sent = {id(r) for r in todo}
                 return [self._failed(r, "parser process died") if id(r) in sent else self._unparsed(r) for r in results]
             parsed = {id(r): page for r, page in zip(todo, done)}
-        return [Outcome(r, *parsed[id(r)]) if id(r) in parsed else self._unparsed(r) for r in results]
+        return [Outcome(_light(r), *parsed[id(r)], size=len(r.body)) if id(r) in parsed else self._unparsed(r)
+                for r in results]
 
     def _unparsed(self, result: FetchResult) -> Outcome:
         body = result.body  # empty here, but for the rare parser-died path
         if not body:
             return Outcome(result, None, EMPTY_HASH)
-        return Outcome(result, None, hashlib.sha256(body).hexdigest(),
-                       pack(body) if self.keep_bodies else None)
+        return Outcome(_light(result), None, hashlib.sha256(body).hexdigest(),
+                       pack(body) if self.keep_bodies else None, size=len(body))
 
     def _failed(self, result: FetchResult, detail: str) -> Outcome:
         return self._unparsed(replace(result, error=Error.PARSE, detail=detail))

@@ -3,10 +3,11 @@
 Memory must stay flat as a crawl grows, and a resume must start fast, so the filter keeps no
 URL strings for the whole crawl:
 
-- **Fingerprints**: a 63-bit fingerprint of every URL ever discovered, in one flat
-  open-addressing table (an ``array`` of 8-byte slots, at most half full): ~16 bytes a URL,
-  against ~120 for a set of strings. The fingerprint is also stored in ``urls.fp``, so a resumed
-  crawl reloads integers, not strings.
+- **Fingerprints**: 38 bits of a 63-bit fingerprint of every URL ever discovered: 6 pick one
+  of 64 open-addressing tables (arrays of 4-byte slots, at most half full), 32 are kept:
+  ~8 bytes a URL, against ~120 for a set of strings. Each table grows on its own, so a
+  doubling never holds two copies of the whole set. The full fingerprint is stored in
+  ``urls.fp``, so a resumed crawl reloads integers, not strings.
 - **Recent URLs, exactly**: two generations of plain string sets, bounded. Most duplicate links
   point at pages found recently (navigation, hubs, neighbours): they are answered exactly here.
 
@@ -24,7 +25,8 @@ from hashlib import blake2b
 
 __all__ = ["SeenFilter", "fingerprint"]
 
-RECENT = 50_000  # URLs per generation of the exact cache (two generations are kept)
+RECENT = 10_000  # URLs per generation of the exact cache (two generations are kept)
+_SHARDS = 64
 
 
 def fingerprint(url: str) -> int:
@@ -39,9 +41,8 @@ class SeenFilter:
     NEW, SEEN, MAYBE = 0, 1, 2
 
     def __init__(self, capacity: int = 1 << 16) -> None:
-        size = 1 << max(4, (capacity * 2 - 1).bit_length())
-        self._slots = array("q", bytes(8 * size))
-        self._mask = size - 1
+        size = 1 << max(4, (2 * capacity // _SHARDS - 1).bit_length())
+        self._shards = [_Shard(size) for _ in range(_SHARDS)]
         self._count = 0
         self._recent: set[str] = set()
         self._older: set[str] = set()
@@ -74,31 +75,52 @@ class SeenFilter:
             self._insert(fp)
 
     def _has(self, fp: int) -> bool:
-        slots, mask = self._slots, self._mask
-        i = fp & mask
+        shard = self._shards[fp >> 57]
+        slots, mask, key = shard.slots, shard.mask, _key(fp)
+        i = key & mask
         while value := slots[i]:
-            if value == fp:
+            if value == key:
                 return True
             i = (i + 1) & mask
         return False
 
     def _insert(self, fp: int) -> None:
-        if 2 * (self._count + 1) > len(self._slots):
-            self._grow()
-        slots, mask = self._slots, self._mask
-        i = fp & mask
-        while value := slots[i]:
-            if value == fp:
-                return
-            i = (i + 1) & mask
-        slots[i] = fp
-        self._count += 1
+        shard = self._shards[fp >> 57]
+        if 2 * (shard.count + 1) > len(shard.slots):
+            shard.grow()
+        if shard.put(_key(fp)):
+            self._count += 1
 
-    def _grow(self) -> None:
-        old = self._slots
-        self._slots = array("q", bytes(16 * len(old)))
-        self._mask = len(self._slots) - 1
-        self._count = 0
-        for fp in old:
-            if fp:
-                self._insert(fp)
+
+def _key(fp: int) -> int:
+    """The 32 bits of a fingerprint a table keeps (never 0: 0 marks an empty slot)."""
+    return (fp >> 25) & 0xFFFFFFFF or 1
+
+
+class _Shard:
+    """One open-addressing table of 32-bit keys."""
+
+    __slots__ = ("slots", "mask", "count")
+
+    def __init__(self, size: int) -> None:
+        self.slots = array("I", bytes(4 * size))
+        self.mask = size - 1
+        self.count = 0
+
+    def put(self, key: int) -> bool:
+        slots, mask = self.slots, self.mask
+        i = key & mask
+        while value := slots[i]:
+            if value == key:
+                return False
+            i = (i + 1) & mask
+        slots[i] = key
+        self.count += 1
+        return True
+
+    def grow(self) -> None:
+        old = self.slots
+        self.__init__(2 * len(old))  # type: ignore[misc]
+        for key in old:
+            if key:
+                self.put(key)

@@ -36,7 +36,7 @@ class Stats:
         self.stored += len(stored)
         for o in stored:
             r = o.result
-            self.bytes += len(r.body)
+            self.bytes += o.size
             self.last_status[r.task.origin] = str(r.status) if r.status is not None else (r.error or "?")
             if r.error is not None:
                 self.failed += 1

@@ -189,13 +189,13 @@ class Store:
         Content dedupe: the first page stored with a body keeps it; later ones point to it
         with ``duplicate_of``. Empty bodies (failed fetches) are never duplicates.
         """
-        hashed = [(o.content_hash, o.result.task.id, o.body_z) for o in outcomes if o.result.body]
+        hashed = [(o.content_hash, o.result.task.id, o.body_z) for o in outcomes if o.size]
         rows = []
         for o in outcomes:
             r, p = o.result, o.page
             rows.append([
                 r.task.id, r.final_url, r.status, r.fetched_at, r.elapsed_ms, r.content_type,
-                len(r.body), p and p.title, p and p.description, p and p.canonical,
+                o.size, p and p.title, p and p.description, p and p.canonical,
                 p and p.meta_robots, p.text if p else "", p.n_links if p else 0, o.content_hash,
                 None, r.error, r.detail, r.task.attempt + 1,
                 p and p.encoding, json.dumps(r.headers) if r.headers else None, int(r.task.id in noindex),
@@ -205,11 +205,10 @@ class Store:
             first: dict[str, int] = {}
             if hashed:
                 conn.executemany("INSERT OR IGNORE INTO contents (hash, first, body) VALUES (?, ?, ?)", hashed)
-                hashes = list({h for h, _, _ in hashed})
-                for i in range(0, len(hashes), 500):
-                    chunk = hashes[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    first.update(conn.execute(f"SELECT hash, first FROM contents WHERE hash IN ({marks})", chunk))
+                # One statement per hash, not one IN (...) per batch: every length of an IN list
+                # is a statement of its own in the connection's cache (~10 MB of them, measured).
+                for h in {h for h, _, _ in hashed}:
+                    first.update(conn.execute("SELECT hash, first FROM contents WHERE hash = ?", (h,)))
             for row in rows:
                 if row[6]:  # a body: duplicate_of is the first page stored with it, if another
                     dup = first.get(row[13])
