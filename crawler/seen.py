@@ -25,7 +25,7 @@ from hashlib import blake2b
 
 __all__ = ["SeenFilter", "fingerprint"]
 
-RECENT = 10_000  # URLs per generation of the exact cache (two generations are kept)
+RECENT = 25_000  # URLs per generation of the exact cache (two generations are kept)
 _SHARDS = 64
 
 
