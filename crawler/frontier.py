@@ -36,7 +36,7 @@ from .robots_cache import RobotsCache
 from .scope import Admission, next_chain
 from .seen import SeenFilter, fingerprint
 from .stats import Stats
-from .store import QUEUED, SKIPPED, STORED, Step
+from .store import QUEUED, SKIPPED, STORED, Step, in_thread
 from .urls import origin_of
 
 __all__ = ["Frontier", "SqliteFrontier", "ResumeState"]
@@ -212,7 +212,7 @@ class SqliteFrontier:
         return new
 
     async def _on_disk(self, urls: list[str]) -> set[str]:
-        return await self.db._execute(_known, self.db, urls)  # one round trip to the connection's thread
+        return await in_thread(self.db, _known, urls)
 
     def _admit(self, url: str, fp: int, parent: Task | None, depth: int) -> tuple:
         """The row of a new URL: queued, or skipped with the first reason that applies."""
@@ -374,11 +374,9 @@ def _first_found(found: Sequence[tuple[Task, Sequence[str]]]) -> dict[str, tuple
     return where
 
 
-def _known(db: aiosqlite.Connection, urls: list[str]) -> set[str]:
-    """The URLs among ``urls`` in table ``urls`` (in the connection's thread). One statement
-    per URL, not IN (...) lists: each length of those is a statement of its own in the
-    connection's cache."""
-    conn = db._conn
+def _known(conn: sqlite3.Connection, urls: list[str]) -> set[str]:
+    """The URLs among ``urls`` in table ``urls``. One statement per URL, not IN (...) lists:
+    each length of those is a statement of its own in the connection's cache."""
     return {url for url in urls if conn.execute("SELECT 1 FROM urls WHERE url = ?", (url,)).fetchone()}
 
 

@@ -120,7 +120,9 @@ class _Shard:
 
     def grow(self) -> None:
         old = self.slots
-        self.__init__(2 * len(old))  # type: ignore[misc]
+        self.slots = array("I", bytes(8 * len(old)))
+        self.mask = 2 * len(old) - 1
+        self.count = 0
         for key in old:
             if key:
                 self.put(key)

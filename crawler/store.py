@@ -27,14 +27,14 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from .models import Outcome
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "Step", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
-           "open_readonly", "exclusive", "remove_db"]
+           "open_readonly", "exclusive", "remove_db", "in_thread"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
 SCHEMA_VERSION = 3  # PRAGMA user_version of a crawl database
@@ -42,6 +42,7 @@ PAGE_SIZE = 65536  # of a new crawl database (SQLite's largest)
 #: Part of a transaction (:meth:`Store.commit`): runs in the connection's thread, never touches
 #: the event loop's state.
 Step = Callable[[sqlite3.Connection], None]
+T = TypeVar("T")
 
 
 class StorageError(Exception):
@@ -176,7 +177,7 @@ class Store:
         A gathered batch is a dozen statements; awaited one by one, each waits for the busy
         event loop to resume the gatherer, and the transaction stays open across those waits.
         """
-        await self.db._execute(_transaction, self.db, steps)
+        await in_thread(self.db, _transaction, steps)
 
     @staticmethod
     def pages_step(outcomes: Sequence[Outcome], noindex: frozenset[int] = frozenset()) -> Step:
@@ -228,8 +229,14 @@ class Store:
         )
 
 
-def _transaction(db: aiosqlite.Connection, steps: Sequence[Step]) -> None:
-    conn = db._conn  # in the connection's own thread: aiosqlite runs this function there
+async def in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(conn, *args)`` with the plain sqlite3 connection, in the connection's own thread, in
+    one round trip: for work of many statements that must not wait on the event loop between
+    them. (aiosqlite has no public call for this; its private one is used here only.)"""
+    return await db._execute(lambda: fn(db._conn, *args))  # type: ignore[no-any-return]
+
+
+def _transaction(conn: sqlite3.Connection, steps: Sequence[Step]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for step in steps:

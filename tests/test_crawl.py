@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections import Counter
 
 from aiohttp import web
+
+from crawler.store import PAGE_SIZE, SCHEMA, SCHEMA_VERSION
 
 from conftest import html, records, redirect, respond, url_states
 
@@ -252,10 +255,6 @@ async def test_pages_parse_in_a_process_pool(make_site, crawl):
 
 
 async def test_new_databases_take_large_pages_old_ones_keep_theirs(make_site, crawl, tmp_path):
-    import sqlite3
-
-    from crawler.store import PAGE_SIZE, SCHEMA, SCHEMA_VERSION
-
     site = await make_site({"/": html("home", ["/a", "/b"]), "/a": html("a"), "/b": html("b")})
     fresh = await crawl(site.url("/"))
     with sqlite3.connect(fresh.db) as con:
