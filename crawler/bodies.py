@@ -9,6 +9,7 @@ stay readable.
 
 from __future__ import annotations
 
+import threading
 import zlib
 
 import zstandard
@@ -16,16 +17,19 @@ import zstandard
 __all__ = ["pack", "unpack"]
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# One compressor per process (pack runs in the parse processes): not thread-safe, never shared.
-_compressor: zstandard.ZstdCompressor | None = None
+# A compressor is not thread-safe: one per thread (pack runs in the database threads).
+_local = threading.local()
 
 
 def pack(body: bytes) -> bytes:
-    """``body`` compressed for storage (the frame records its size, for :func:`unpack`)."""
-    global _compressor
-    if _compressor is None:
-        _compressor = zstandard.ZstdCompressor(level=1)
-    return _compressor.compress(body)
+    """``body`` compressed for storage (the frame records its size, for :func:`unpack`).
+
+    The compression runs without the GIL: a thread packing bodies does not hold up the event loop.
+    """
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=1)
+    return compressor.compress(body)
 
 
 def unpack(blob: bytes) -> bytes:

@@ -108,10 +108,16 @@ class ParsedPage:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A fetch result joined with its parse (None when the body was not parsed)."""
+    """A fetch result joined with its parse (None when the body was not parsed).
+
+    The body travels on, in ``result.body``: the writer hashes and packs it (see
+    :meth:`crawler.store.Store.pages_step`).
+    """
 
     result: FetchResult
     page: ParsedPage | None
-    content_hash: str  # sha256 of the body, hex
-    body_z: bytes | None = None  # the body, packed (crawler.bodies), when raw bodies are kept (WARC export)
-    size: int = 0  # bytes of the body as fetched: ``result.body`` is dropped once hashed and packed
+
+    @property
+    def size(self) -> int:
+        """Bytes of the body as fetched (decoded)."""
+        return len(self.result.body)

@@ -9,7 +9,6 @@ runs in the loop's process, for small crawls and machines with one core.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import multiprocessing
 import os
 import signal
@@ -19,11 +18,10 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
-from .bodies import pack
 from .fetch import is_html
 from .models import Error, FetchResult, Outcome, ParsedPage
 
-__all__ = ["ParseStage", "parse_jobs", "default_workers", "BATCH", "EMPTY_HASH"]
+__all__ = ["ParseStage", "parse_jobs", "default_workers", "BATCH"]
 
 BATCH = 32  # pages per call to a parse process
 #: Only the first bytes of a body are parsed: a DOM costs ~38x the bytes of a link farm, and a
@@ -37,30 +35,19 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-Job = tuple[bytes, str, "str | None", bool]  # body, final URL, Content-Type, parse it?
-EMPTY_HASH = hashlib.sha256(b"").hexdigest()
+Job = tuple[bytes, str, "str | None"]  # body, final URL, Content-Type
 
 
-def parse_jobs(jobs: list[Job], strip_tracking: bool,
-               keep_bodies: bool) -> list[tuple[ParsedPage | None, str, bytes | None]]:
-    """Parse pages, hash and (to keep them) compress their whole bodies: the unit of work
-    shipped to a parse process, where the CPU it costs does not slow the event loop. Bodies
-    that are not parsed (error pages) come too, for their hash and compression alone.
+def parse_jobs(jobs: list[Job], strip_tracking: bool) -> list[ParsedPage]:
+    """Parse pages: the unit of work shipped to a parse process, where the CPU it costs does
+    not slow the event loop. (Bodies are hashed and packed by the writer, in its own thread.)
 
     Pages travel in batches: one page per call costs more in pickling and wake-ups than
     parsing it in the loop's own process does (measured: 2,860 vs 4,917 pages/s).
     """
     from .parse import parse_html
 
-    return [(parse_html(body[:PARSE_MAX_BYTES], url, ctype, strip_tracking=strip_tracking) if parse else None,
-             hashlib.sha256(body).hexdigest(), pack(body) if keep_bodies else None)
-            for body, url, ctype, parse in jobs]
-
-
-def _light(result: FetchResult) -> FetchResult:
-    """The result without its body: hashed and packed, nothing downstream reads it again, and
-    the pages waiting to be committed should not hold ~22 KB each for nothing."""
-    return replace(result, body=b"")
+    return [parse_html(body[:PARSE_MAX_BYTES], url, ctype, strip_tracking=strip_tracking) for body, url, ctype in jobs]
 
 
 def _init_process() -> None:
@@ -93,10 +80,9 @@ def _follow(pid: int) -> None:
 class ParseStage:
     """``async with ParseStage(workers, strip) as p: outcome = await p.parse(result)``."""
 
-    def __init__(self, workers: int | None, strip_tracking: bool, keep_bodies: bool = True) -> None:
+    def __init__(self, workers: int | None, strip_tracking: bool) -> None:
         self.workers = default_workers() if workers is None else workers
         self.strip_tracking = strip_tracking
-        self.keep_bodies = keep_bodies
         self._pool: ProcessPoolExecutor | None = None
         # Coroutines feeding the stage: enough to keep every process busy while results travel.
         self.lanes = max(1, 2 * self.workers)
@@ -120,33 +106,21 @@ class ParseStage:
             await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
 
     async def parse(self, results: list[FetchResult]) -> list[Outcome]:
-        """Parse the HTML bodies among ``results``; other bodies are only hashed and kept."""
-        todo = [r for r in results if r.body and not r.skip]
-        parsed: dict[int, tuple[ParsedPage | None, str, bytes | None]] = {}
-        if todo:
-            jobs: list[Job] = [(r.body, r.final_url, r.content_type, not r.error and is_html(r.content_type))
-                               for r in todo]
-            try:
-                if self._pool is None:
-                    done = parse_jobs(jobs, self.strip_tracking, self.keep_bodies)
-                else:
-                    done = await asyncio.get_running_loop().run_in_executor(
-                        self._pool, parse_jobs, jobs, self.strip_tracking, self.keep_bodies)
-            except BrokenProcessPool:
-                # A parse process died (a parser bug on a hostile page): record the pages, start anew.
-                self._pool = self._new_pool()
-                sent = {id(r) for r in todo}
-                return [self._failed(r, "parser process died") if id(r) in sent else self._unparsed(r) for r in results]
-            parsed = {id(r): page for r, page in zip(todo, done)}
-        return [Outcome(_light(r), *parsed[id(r)], size=len(r.body)) if id(r) in parsed else self._unparsed(r)
-                for r in results]
-
-    def _unparsed(self, result: FetchResult) -> Outcome:
-        body = result.body  # empty here, but for the rare parser-died path
-        if not body:
-            return Outcome(result, None, EMPTY_HASH)
-        return Outcome(_light(result), None, hashlib.sha256(body).hexdigest(),
-                       pack(body) if self.keep_bodies else None, size=len(body))
-
-    def _failed(self, result: FetchResult, detail: str) -> Outcome:
-        return self._unparsed(replace(result, error=Error.PARSE, detail=detail))
+        """Parse the HTML bodies among ``results`` (not error pages, nor skipped ones)."""
+        todo = [r for r in results if r.body and not r.skip and not r.error and is_html(r.content_type)]
+        if not todo:
+            return [Outcome(r, None) for r in results]
+        jobs: list[Job] = [(r.body, r.final_url, r.content_type) for r in todo]
+        try:
+            if self._pool is None:
+                done = parse_jobs(jobs, self.strip_tracking)
+            else:
+                done = await asyncio.get_running_loop().run_in_executor(self._pool, parse_jobs, jobs, self.strip_tracking)
+        except BrokenProcessPool:
+            # A parse process died (a parser bug on a hostile page): record the pages, start anew.
+            self._pool = self._new_pool()
+            sent = {id(r) for r in todo}
+            return [Outcome(replace(r, error=Error.PARSE, detail="parser process died") if id(r) in sent else r, None)
+                    for r in results]
+        parsed = {id(r): page for r, page in zip(todo, done)}
+        return [Outcome(r, parsed.get(id(r))) for r in results]

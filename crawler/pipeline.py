@@ -104,7 +104,7 @@ class Crawl:
         cfg = self.config
         db = await open_db(cfg.crawl.db)
         try:
-            store = Store(db)
+            store = Store(db, cfg.crawl.store_bodies)
             meta = await store.get_meta()
             all_seeds = list(dict.fromkeys([*meta.get("seeds", []), *self.seeds]))
             scope = Scope(cfg.crawl.scope, all_seeds)
@@ -125,7 +125,7 @@ class Crawl:
             changed = _changes(meta.get("settings", {}), settings) if resumed else ()
             await store.set_meta(seeds=all_seeds, status="running", settings=settings)
             await frontier.add_seeds(self.seeds)
-            async with fetcher, ParseStage(cfg.parse.workers, cfg.crawl.strip_tracking, cfg.crawl.store_bodies) as parser:
+            async with fetcher, ParseStage(cfg.parse.workers, cfg.crawl.strip_tracking) as parser:
                 await self._run_stages(frontier, fetcher, parser, Gatherer(store, frontier, self.stats, product_token(cfg.fetch.user_agent)))
             if fetcher.robots is not None:
                 await store.set_meta(robots={o: asdict(i) for o, i in fetcher.robots.info.items()})

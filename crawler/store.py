@@ -26,17 +26,20 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from hashlib import sha256
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from .bodies import pack
 from .models import Outcome
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "Step", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
            "open_readonly", "exclusive", "remove_db", "in_thread"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
+EMPTY_HASH = sha256(b"").hexdigest()  # the content hash of a failed fetch
 SCHEMA_VERSION = 3  # PRAGMA user_version of a crawl database
 PAGE_SIZE = 65536  # of a new crawl database (SQLite's largest)
 #: Part of a transaction (:meth:`Store.commit`): runs in the connection's thread, never touches
@@ -168,8 +171,9 @@ async def open_db(path: Path) -> aiosqlite.Connection:
 class Store:
     """Page writes and crawl metadata on an open crawl database."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, keep_bodies: bool = True) -> None:
         self.db = db
+        self.keep_bodies = keep_bodies  # pack bodies into ``contents`` (WARC export needs them)
 
     async def commit(self, steps: Sequence[Step]) -> None:
         """Run ``steps`` in one transaction, in the connection's thread, in one round trip.
@@ -179,41 +183,50 @@ class Store:
         """
         await in_thread(self.db, _transaction, steps)
 
-    @staticmethod
-    def pages_step(outcomes: Sequence[Outcome], noindex: frozenset[int] = frozenset()) -> Step:
+    def pages_step(self, outcomes: Sequence[Outcome], noindex: frozenset[int] = frozenset()) -> Step:
         """The step that stores fetched pages (idempotent: a page re-fetched after a crash
-        replaces itself). Rows are built here, in the caller's thread; the step only writes.
+        replaces itself). Rows are built here, in the caller's thread; the step hashes and
+        packs the bodies, and writes.
 
         ``noindex``: ids of pages that asked not to be indexed (meta robots, X-Robots-Tag):
         stored, and flagged.
 
-        Content dedupe: the first page stored with a body keeps it; later ones point to it
-        with ``duplicate_of``. Empty bodies (failed fetches) are never duplicates.
+        Content dedupe: the first page stored with a body keeps it (packed, when bodies are
+        kept); later ones point to it with ``duplicate_of``. Empty bodies (failed fetches) are
+        never duplicates.
         """
-        hashed = [(o.content_hash, o.result.task.id, o.body_z) for o in outcomes if o.size]
         rows = []
         for o in outcomes:
             r, p = o.result, o.page
             rows.append([
                 r.task.id, r.final_url, r.status, r.fetched_at, r.elapsed_ms, r.content_type,
-                o.size, p and p.title, p and p.description, p and p.canonical,
-                p and p.meta_robots, p.text if p else "", p.n_links if p else 0, o.content_hash,
+                len(r.body), p and p.title, p and p.description, p and p.canonical,
+                p and p.meta_robots, p.text if p else "", p.n_links if p else 0, EMPTY_HASH,
                 None, r.error, r.detail, r.task.attempt + 1,
                 p and p.encoding, json.dumps(r.headers) if r.headers else None, int(r.task.id in noindex),
             ])
+        bodies = [o.result.body for o in outcomes]
+        keep = self.keep_bodies
 
         def step(conn: sqlite3.Connection) -> None:
+            # Hashing and packing happen here, in the database thread: both run without the
+            # GIL, so they take nothing from the event loop (nor from a parse process).
             first: dict[str, int] = {}
-            if hashed:
-                conn.executemany("INSERT OR IGNORE INTO contents (hash, first, body) VALUES (?, ?, ?)", hashed)
-                # One statement per hash, not one IN (...) per batch: every length of an IN list
-                # is a statement of its own in the connection's cache (~10 MB of them, measured).
-                for h in {h for h, _, _ in hashed}:
-                    first.update(conn.execute("SELECT hash, first FROM contents WHERE hash = ?", (h,)))
-            for row in rows:
-                if row[6]:  # a body: duplicate_of is the first page stored with it, if another
-                    dup = first.get(row[13])
-                    row[14] = dup if dup != row[0] else None
+            new = []
+            for row, body in zip(rows, bodies):
+                if not body:
+                    continue
+                digest = row[13] = sha256(body).hexdigest()
+                if digest not in first:
+                    # One statement per hash, not one IN (...) per batch: every length of an IN
+                    # list is a statement of its own in the connection's cache (~10 MB, measured).
+                    known = conn.execute("SELECT first FROM contents WHERE hash = ?", (digest,)).fetchone()
+                    if known is None:
+                        new.append((digest, row[0], pack(body) if keep else None))
+                    first[digest] = row[0] if known is None else known[0]
+                if first[digest] != row[0]:
+                    row[14] = first[digest]  # duplicate_of
+            conn.executemany("INSERT INTO contents (hash, first, body) VALUES (?, ?, ?)", new)
             conn.executemany(_INSERT_PAGE, rows)
 
         return step
