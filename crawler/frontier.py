@@ -42,6 +42,9 @@ from .urls import origin_of
 __all__ = ["Frontier", "SqliteFrontier", "ResumeState"]
 
 WINDOW = 256  # tasks per origin kept in memory
+# A window is topped up from disk in the background once it runs this low, so that the
+# scheduler never waits for a read (which queues behind the gatherer's commit: ~50 ms).
+LOW_WATER = WINDOW // 4
 # Admitted URLs with a query, for the query-variant trap counts of a resumed crawl (a partial
 # index serves it, so it reads only those rows).
 _INSERT = ("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
@@ -80,15 +83,16 @@ class ResumeState:
 class _Queue:
     """One origin's queue: an in-memory window over its queued rows, plus due retries."""
 
-    __slots__ = ("window", "pending", "cursor", "retries", "scheduled", "blocked")
+    __slots__ = ("window", "pending", "cursor", "retries", "due", "blocked", "refilling")
 
     def __init__(self) -> None:
         self.window: deque[Task] = deque()
         self.pending = 0  # queued rows on disk with id > cursor, not yet in the window
-        self.cursor = 0  # highest id read into the window
+        self.cursor = 0  # highest id in the window (read from disk, or put there when queued)
         self.retries: list[tuple[float, int, Task]] = []  # (not_before, seq, task) heap
-        self.scheduled = False  # has an entry in the ready heap
+        self.due: float | None = None  # when its live entry in the ready heap is due (None: none)
         self.blocked = False  # waiting for an in-flight slot of its lane
+        self.refilling = False  # a read of its next rows is under way
 
     def has_work(self) -> bool:
         return bool(self.window or self.pending > 0 or self.retries)
@@ -118,6 +122,8 @@ class SqliteFrontier:
         self.leased = 0
         self.stored = 0
         self.producers = 0  # sources besides pages that may still add URLs (sitemap discovery)
+        self._refills: set[asyncio.Task[None]] = set()
+        self._failed: BaseException | None = None  # a background read's error, raised by lease()
 
     async def open(self) -> ResumeState:
         """Read what the database already holds: per-origin counts, in one scan.
@@ -256,14 +262,21 @@ class SqliteFrontier:
             await self.db.executemany(_INSERT, rows)
 
     def _enqueue(self, rows: list[tuple]) -> None:
-        """Count new queued rows in their origins' queues, *before* their insert is queued on
-        the connection: a window refill (:meth:`_refill`) that runs first reads only older
-        rows, one that runs after reads them too, and the counts hold either way."""
-        for row in rows:
-            if row[5] == QUEUED:
-                self._queue(row[2]).pending += 1
-                self.queued += 1
-                self._schedule(row[2], 0.0)
+        """Queue new queued rows in their origins' queues, *before* their insert is queued on
+        the connection. A row goes straight into its window when nothing older waits on disk
+        (no read needed); else it is counted, and a window refill (:meth:`_refill`) that runs
+        first reads only older rows, one that runs after reads it too: the counts hold either way."""
+        for id_, url, origin, depth, _, state, _, chain, _, _ in rows:
+            if state != QUEUED:
+                continue
+            q = self._queue(origin)
+            if q.pending == 0 and not q.refilling and len(q.window) < WINDOW:
+                q.window.append(Task(id_, url, depth, origin, chain=chain))
+                q.cursor = id_
+            else:
+                q.pending += 1
+            self.queued += 1
+            self._schedule(origin, 0.0)
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -274,10 +287,16 @@ class SqliteFrontier:
         return q
 
     def _schedule(self, origin: str, at: float) -> None:
+        """Put the origin in the ready heap at ``at`` (or when its lane allows), or move it
+        earlier: an origin waiting for a retry must not keep new work waiting that long. The
+        entry it had stays in the heap, stale, and is dropped when it comes out."""
         q = self._queues[origin]
-        if not q.scheduled and not q.blocked:
-            q.scheduled = True
-            heapq.heappush(self._heap, (max(at, self.lanes.ready_at(origin)), next(self._seq), origin))
+        if q.blocked:
+            return
+        at = max(at, self.lanes.ready_at(origin))
+        if q.due is None or at < q.due:
+            q.due = at
+            heapq.heappush(self._heap, (at, next(self._seq), origin))
             self.wakeup.set()
 
     def _on_free(self, origin: str) -> None:
@@ -298,14 +317,18 @@ class SqliteFrontier:
 
     async def lease(self, limit: int) -> list[Task]:
         """Up to ``limit`` tasks whose origins are ready now; each takes an in-flight slot."""
+        if self._failed is not None:
+            raise self._failed
         out: list[Task] = []
         limit = int(min(limit, self.budget()))
         while len(out) < limit and self._heap and self._heap[0][0] <= monotonic():
-            _, _, origin = heapq.heappop(self._heap)
+            at, _, origin = heapq.heappop(self._heap)
             q = self._queues[origin]
-            q.scheduled = False
-            if not q.window and q.pending > 0:
-                await self._refill(origin, q)
+            if at != q.due:
+                continue  # stale: the origin was moved earlier, and that entry came out first
+            q.due = None
+            if len(q.window) < LOW_WATER and q.pending > 0 and not q.refilling:
+                self._start_refill(origin, q)  # it schedules the origin when its rows are in
             now = monotonic()
             due_retry = bool(q.retries) and q.retries[0][0] <= now
             if not (q.window or due_retry):
@@ -326,18 +349,39 @@ class SqliteFrontier:
                 self._schedule(origin, 0.0)
         return out
 
+    def _start_refill(self, origin: str, q: _Queue) -> None:
+        q.refilling = True
+        task = asyncio.create_task(self._refill(origin, q))
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
     async def _refill(self, origin: str, q: _Queue) -> None:
+        """Read the origin's next queued rows into its window, then schedule it."""
         # No lock: inserts are counted before they are queued on the connection (_enqueue).
-        async with self.db.execute(
-            "SELECT id, url, depth, chain FROM urls WHERE origin = ? AND state = 0 AND id > ? ORDER BY id LIMIT ?",
-            (origin, q.cursor, WINDOW),
-        ) as cur:
-            rows = await cur.fetchall()
+        try:
+            async with self.db.execute(
+                "SELECT id, url, depth, chain FROM urls WHERE origin = ? AND state = 0 AND id > ? ORDER BY id LIMIT ?",
+                (origin, q.cursor, WINDOW - len(q.window)),
+            ) as cur:
+                rows = await cur.fetchall()
+        except Exception as exc:  # the scheduler raises it (a database that failed ends the crawl)
+            self._failed = exc
+            self.wakeup.set()
+            return
+        finally:
+            q.refilling = False
         for id_, url, depth, chain in rows:
             q.window.append(Task(id_, url, depth, origin, chain=chain))
         if rows:
             q.cursor = rows[-1][0]
         q.pending -= len(rows)
+        if q.has_work():
+            self._schedule(origin, 0.0)
+
+    async def settle(self) -> None:
+        """Wait for window reads still under way: the connection must outlive them."""
+        if self._refills:
+            await asyncio.wait(self._refills)
 
     def release(self, task: Task, delay: float) -> None:
         """Give a leased task back for another attempt, not before ``delay`` seconds from now."""

@@ -134,6 +134,8 @@ class Crawl:
             await store.set_meta(status="finished" if reason == "done" else reason)
             return CrawlResult(cfg.crawl.db, resumed, self.stats, reason, changed)
         finally:
+            if self._frontier is not None:
+                await self._frontier.settle()
             await db.close()
 
     async def _run_stages(self, frontier: SqliteFrontier, fetcher: Fetcher, parser: ParseStage,
