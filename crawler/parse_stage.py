@@ -89,7 +89,6 @@ class ParseStage:
 
     async def __aenter__(self) -> ParseStage:
         if self.workers > 0:
-            # forkserver: never fork a process that runs threads (aiosqlite's, the resolver's).
             self._pool = self._new_pool()
         return self
 
