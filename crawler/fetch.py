@@ -32,23 +32,17 @@ from .config import FetchSettings
 from .decode import ACCEPT_ENCODING, BodyDecoder, DecodeError
 from .models import Error, FetchResult, Skip, Task
 from .netguard import NetPolicy, is_private_address_error, make_connector
+from .parse import is_html
 from .politeness import Lanes
 from .robots_cache import Resource, RobotsCache
 from .urls import canonical_link, origin_of
 
-__all__ = ["Fetcher", "is_html"]
+__all__ = ["Fetcher"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_HTML_TYPES = ("text/html", "application/xhtml+xml")
 _SMALL = 64 * 1024  # a non-HTML body up to this size is read to keep the connection alive
 # When the send gate last let a request of this task go (task-local): latency is timed from it.
 _SENT_AT: ContextVar[float] = ContextVar("sent_at", default=0.0)
-
-def is_html(content_type: str | None) -> bool:
-    """Parse this response? A missing Content-Type is sniffed by the parser, so yes."""
-    if not content_type:
-        return True
-    return content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:

@@ -19,11 +19,12 @@ from crawler.charset import decode, detect, from_meta, looks_binary
 from crawler.models import ParsedPage
 from crawler.urls import canonical_link, resolve
 
-__all__ = ["parse_html", "init_worker", "robots_directives"]
+__all__ = ["parse_html", "is_html", "init_worker", "robots_directives"]
 
 log = logging.getLogger(__name__)
 
 _M_TOP_PAD = -2  # glibc mallopt parameter
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
 _INVISIBLE = ["script", "style", "noscript", "template", "svg"]
 # lexbor hands out text nodes stripped, so only runs inside a node are left. Regexes
 # with a literal first character scan at C speed: 2-4x faster than ' '.join(text.split()).
@@ -81,6 +82,13 @@ def parse_html(body: bytes, url: str, content_type: str | None = None, *,
     except Exception:  # a bug on one hostile page must not stop the crawl
         log.warning("could not parse %s", url, exc_info=True)
         return _empty(encoding)
+
+
+def is_html(content_type: str | None) -> bool:
+    """Parse this response? A missing Content-Type is sniffed by the parser, so yes."""
+    if not content_type:
+        return True
+    return content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
 
 
 def init_worker() -> None:

@@ -18,8 +18,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
-from .fetch import is_html
 from .models import Error, FetchResult, Outcome, ParsedPage
+from .parse import is_html
 
 __all__ = ["ParseStage", "parse_jobs", "default_workers", "BATCH"]
 
