@@ -114,16 +114,20 @@ class Fetcher:
 
     async def fetch(self, task: Task) -> FetchResult:
         """Fetch ``task`` (its lane slot was reserved by the lease) and give the slot back."""
-        fetched_at, start = time.time(), monotonic()
+        wall, start = time.time(), monotonic()
+        _SENT_AT.set(start)  # until the gate stamps a send (none at all when robots say no)
         url, origin = task.url, task.origin
         hops: list[str] = []
         status = content_type = None
         headers: tuple[tuple[str, str], ...] = ()
 
         def result(body: bytes = b"", **kw: object) -> FetchResult:
+            # Timed from the last request's send: neither the politeness wait nor robots.txt
+            # nor earlier redirect hops are part of this page's request time.
+            sent, done = _SENT_AT.get(), monotonic()
             return FetchResult(task=task, final_url=url, status=status, content_type=content_type,
-                               headers=headers, body=body, fetched_at=fetched_at,
-                               elapsed_ms=round((monotonic() - start) * 1000, 3), aliases=tuple(hops), **kw)  # type: ignore[arg-type]
+                               headers=headers, body=body, fetched_at=wall + (sent - start),
+                               elapsed_ms=round((done - sent) * 1000, 3), aliases=tuple(hops), **kw)  # type: ignore[arg-type]
 
         try:
             if not await self._robots_allow(origin, url):

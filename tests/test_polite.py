@@ -8,6 +8,8 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import time
+from datetime import datetime
 
 from aiohttp import web
 
@@ -245,6 +247,22 @@ async def test_politeness_holds_across_redirect_hops(make_site, crawl):
     await crawl(site.url("/"), delay=0.15, per_host=3)
     starts = [h.at for h in site.log]
     assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.14
+
+
+async def test_request_time_starts_when_the_request_is_sent(make_site, crawl):
+    # The politeness wait and the robots.txt fetch come before the send: they are not the
+    # page's request time, nor its fetch time.
+    site = await make_site({ROBOTS: text("User-agent: *\nAllow: /\n"), "/": html("home", ["/a", "/b"]),
+                            "/a": html("a"), "/b": html("b")})
+    wall_minus_monotonic = time.time() - time.monotonic()
+    result = await crawl(site.url("/"), delay=1.0, per_host=1, sitemaps=False)
+    arrived = {h.path: h.at + wall_minus_monotonic for h in site.page_log}
+    assert sorted(arrived) == ["/", "/a", "/b"]
+    for rec in records(result.db):
+        path = rec["url"][len(site.origin):]
+        assert rec["elapsed_ms"] < 500, rec  # each waited 1 s for its turn; none takes that long
+        fetched = datetime.fromisoformat(rec["fetched_at"]).timestamp()
+        assert abs(fetched - arrived[path]) < 0.25, (path, fetched, arrived[path])
 
 
 async def test_robots_redirect_hops_keep_the_gap(make_site, crawl):
