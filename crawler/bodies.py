@@ -11,25 +11,48 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Sequence
+from hashlib import sha256
 
 import zstandard
 
-__all__ = ["pack", "unpack"]
+__all__ = ["pack_all", "digest", "unpack"]
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# A compressor is not thread-safe: one per thread (pack runs in the database threads).
+# A compressor is not thread-safe: one per thread (packing runs in the database thread).
 _local = threading.local()
+# hashlib lets go of the GIL for data longer than this; shorter updates keep it.
+_HASH_GIL_MINSIZE = 2047
 
 
-def pack(body: bytes) -> bytes:
-    """``body`` compressed for storage (the frame records its size, for :func:`unpack`).
+def pack_all(bodies: Sequence[bytes]) -> Sequence[bytes]:
+    """``bodies`` compressed for storage, one zstd frame each (the frame records its size,
+    for :func:`unpack`), as SQLite blobs (each result supports the buffer protocol).
 
-    The compression runs without the GIL: a thread packing bodies does not hold up the event loop.
+    One call for the whole batch, run without the GIL: a thread that lets go of the GIL must
+    then wait for the busy event loop to give it back, and a call per body made the writer
+    wait ~3.3 s of wall time for 1.4 s of compression on a 20,000-page crawl (2.1 s batched).
     """
+    if not bodies:
+        return []
     compressor = getattr(_local, "compressor", None)
     if compressor is None:
         compressor = _local.compressor = zstandard.ZstdCompressor(level=1)
-    return compressor.compress(body)
+    return list(compressor.multi_compress_to_buffer(list(bodies)))
+
+
+def digest(body: bytes) -> str:
+    """The sha256 of ``body``, hex, computed *holding* the GIL.
+
+    For the same reason as :func:`pack_all`: hashing a 22 KB page lets go of the GIL for 12 us
+    and then waits ~35 us to get it back beside the event loop (writer wall time 0.9 s vs
+    0.28 s for 20,000 pages, measured). Updates shorter than hashlib's threshold keep it.
+    """
+    h = sha256()
+    view = memoryview(body)
+    for start in range(0, len(body), _HASH_GIL_MINSIZE):
+        h.update(view[start:start + _HASH_GIL_MINSIZE])
+    return h.hexdigest()
 
 
 def unpack(blob: bytes) -> bytes:

@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .bodies import pack
+from .bodies import digest as body_digest
+from .bodies import pack_all
 from .models import Outcome
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "Step", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
@@ -212,24 +213,26 @@ class Store:
         keep = self.keep_bodies
 
         def step(conn: sqlite3.Connection) -> None:
-            # Hashing and packing happen here, in the database thread: both run without the
-            # GIL, so they take nothing from the event loop (nor from a parse process).
+            # Hashing and packing happen here, in the database thread, so that they take
+            # nothing from a parse process, and little from the event loop (see crawler.bodies).
             first: dict[str, int] = {}
-            new = []
+            new: list[tuple[str, int, bytes]] = []
             for row, body in zip(rows, bodies):
                 if not body:
                     continue
-                digest = row[13] = sha256(body).hexdigest()
+                digest = row[13] = body_digest(body)
                 if digest not in first:
                     # One statement per hash, not one IN (...) per batch: every length of an IN
                     # list is a statement of its own in the connection's cache (~10 MB, measured).
                     known = conn.execute("SELECT first FROM contents WHERE hash = ?", (digest,)).fetchone()
                     if known is None:
-                        new.append((digest, row[0], pack(body) if keep else None))
+                        new.append((digest, row[0], body))
                     first[digest] = row[0] if known is None else known[0]
                 if first[digest] != row[0]:
                     row[14] = first[digest]  # duplicate_of
-            conn.executemany("INSERT INTO contents (hash, first, body) VALUES (?, ?, ?)", new)
+            packed = pack_all([body for _, _, body in new]) if keep else [None] * len(new)
+            conn.executemany("INSERT INTO contents (hash, first, body) VALUES (?, ?, ?)",
+                             [(digest, first_id, blob) for (digest, first_id, _), blob in zip(new, packed)])
             conn.executemany(_INSERT_PAGE, rows)
 
         return step
