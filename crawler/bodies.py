@@ -16,7 +16,7 @@ from hashlib import sha256
 
 import zstandard
 
-__all__ = ["pack_all", "digest", "unpack"]
+__all__ = ["pack_all", "digest", "unpack", "body_of", "text_of"]
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # A compressor is not thread-safe: one per thread (packing runs in the database thread).
@@ -60,3 +60,16 @@ def unpack(blob: bytes) -> bytes:
     if blob[:4] == _ZSTD_MAGIC:
         return zstandard.ZstdDecompressor().decompress(blob)
     return zlib.decompress(blob)
+
+
+def body_of(blob: bytes, size: int) -> bytes:
+    """The body in a ``contents`` blob: its first ``size`` bytes unpacked (the page's
+    ``bytes``); what follows, if anything, is the first page's text (see :mod:`crawler.store`)."""
+    return unpack(blob)[:size]
+
+
+def text_of(blob: bytes | None, size: int) -> str:
+    """The text kept after the body in a ``contents`` blob; "" when there is none."""
+    if blob is None:
+        return ""
+    return unpack(blob)[size:].decode("utf-8", "replace")

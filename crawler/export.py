@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from .bodies import text_of
 from .store import open_readonly
 
 __all__ = ["iter_records", "write_jsonl"]
@@ -19,13 +20,17 @@ __all__ = ["iter_records", "write_jsonl"]
 _QUERY = """
 SELECT u.url, p.final_url, p.status, u.depth, par.url, p.fetched_at, p.elapsed_ms,
        p.content_type, p.bytes, p.title, {text}, p.links, p.content_hash, dup.url, p.error,
-       p.description, p.canonical, p.meta_robots, p.noindex, p.attempts
+       p.description, p.canonical, p.meta_robots, p.noindex, p.attempts{blob}
 FROM pages p
 JOIN urls u ON u.id = p.id
 LEFT JOIN urls par ON par.id = u.parent
-LEFT JOIN urls dup ON dup.id = p.duplicate_of
+LEFT JOIN urls dup ON dup.id = p.duplicate_of{join}
 ORDER BY p.id
 """
+# A text NULL in its row is kept after the body, in the page's contents blob (crawler.store).
+_WITH_TEXT = {"text": "p.text", "blob": ", c.body",
+              "join": "\nLEFT JOIN contents c ON p.text IS NULL AND c.hash = p.content_hash"}
+_WITHOUT_TEXT = {"text": "NULL", "blob": "", "join": ""}
 _KEYS = ("url", "final_url", "status", "depth", "parent", "fetched_at", "elapsed_ms", "content_type",
          "bytes", "title", "text", "links", "content_hash", "duplicate_of", "error",
          "description", "canonical", "meta_robots", "noindex", "attempts")
@@ -39,12 +44,14 @@ def iter_records(db_path: Path, include_text: bool = True) -> Iterator[dict[str,
     """Export records in the order the URLs were discovered. Raises FileNotFoundError."""
     db = open_readonly(db_path)
     try:
-        for row in db.execute(_QUERY.format(text="p.text" if include_text else "NULL")):
+        for row in db.execute(_QUERY.format(**(_WITH_TEXT if include_text else _WITHOUT_TEXT))):
             record = dict(zip(_KEYS, row))
             record["fetched_at"] = _iso(record["fetched_at"])
             record["noindex"] = bool(record["noindex"])
             if not include_text:
                 del record["text"]
+            elif record["text"] is None:
+                record["text"] = text_of(row[-1], record["bytes"])
             yield record
     finally:
         db.close()

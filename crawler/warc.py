@@ -49,7 +49,7 @@ from warcio.timeutils import datetime_to_iso_date
 from warcio.warcwriter import WARCWriter
 
 from . import __version__
-from .bodies import unpack
+from .bodies import body_of
 from .store import open_readonly
 
 __all__ = ["WarcUnavailable", "write_warc"]
@@ -67,7 +67,7 @@ WHERE p.status IS NOT NULL AND p.bytes > 0 AND c.body IS NULL"""
 _HOPS = """SELECT a.parent, a.url FROM urls a JOIN pages p ON p.id = a.parent
 WHERE a.reason = 'redirect' AND p.status BETWEEN 300 AND 399 AND p.error IS NULL ORDER BY a.id"""
 _PAGES = """
-SELECT p.id, u.url, p.final_url, p.status, p.fetched_at, p.headers, p.error, c.body,
+SELECT p.id, u.url, p.final_url, p.status, p.fetched_at, p.headers, p.error, c.body, p.bytes,
        o.id, o.final_url, o.fetched_at
 FROM pages p
 JOIN urls u ON u.id = p.id
@@ -175,8 +175,8 @@ def write_warc(db_path: Path, out: BinaryIO, *, gzip: bool = True, user_agent: s
         _warcinfo(writer, meta, user_agent, out)
         ids = uuid.uuid4()  # response record ids are derived from page ids, so revisits can name them
         n = 0
-        for page_id, uri, status, fetched_at, headers, error, body_z, orig_id, orig_uri, orig_at in _rows(db):
-            body = unpack(body_z) if body_z is not None else b""
+        for page_id, uri, status, fetched_at, headers, error, body_z, size, orig_id, orig_uri, orig_at in _rows(db):
+            body = body_of(body_z, size) if body_z is not None else b""
             rid = f"<urn:uuid:{uuid.uuid5(ids, str(page_id))}>"
             req_id = f"<urn:uuid:{uuid.uuid4()}>"
             date = _date(fetched_at)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import sqlite3
 import sys
@@ -194,7 +195,8 @@ async def test_disk_full_stops_with_a_clear_error_and_keeps_what_was_stored(make
     from crawler.pipeline import StorageError, run_crawl
 
     pages = {"/": html("home", [f"/p{i}" for i in range(300)])}
-    pages.update({f"/p{i}": html(f"p{i}", body="<p>" + "filler text " * 400 + "</p>") for i in range(300)})
+    # Bodies that do not compress away (bodies and texts are stored zstd-packed): ~3 KB each.
+    pages.update({f"/p{i}": html(f"p{i}", body=f"<p>{random.Random(i).randbytes(3000).hex()}</p>") for i in range(300)})
     site = await make_site(pages)
     real_open = crawler.store.open_db
 

@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 from warcio.archiveiterator import ArchiveIterator
 
-from crawler.bodies import unpack
+from crawler.bodies import body_of, text_of, unpack
+from crawler.export import iter_records
 from crawler.warc import WarcUnavailable, write_warc
 
 from conftest import html, redirect, respond
@@ -176,6 +177,40 @@ async def test_no_bodies_kept_means_no_warc(make_site: Any, crawl: Any) -> None:
     with pytest.raises(WarcUnavailable, match=r"crawl\.store_bodies = false.*run it again with store_bodies on"):
         write_warc(db, buf)
     assert buf.getvalue() == b""
+
+
+async def test_texts_kept_after_their_bodies_export_as_texts_in_rows_do(make_site: Any, crawl: Any,
+                                                                       tmp_path: Path) -> None:
+    # With bodies kept, the first page with a body has its text packed after it (pages.text
+    # NULL); without bodies, in a duplicate's row, and in a database of schema 3, the text is
+    # in the row. The export cannot tell them apart.
+    _, packed, _ = await crawl_site(make_site, crawl)
+    _, plain, _ = await crawl_site(make_site, crawl, store_bodies=False, db=str(tmp_path / "plain.db"))
+
+    def texts(db: Path) -> dict[str, str]:
+        return {path_of(r["url"]): r["text"] for r in iter_records(db)}
+
+    expected = texts(plain)
+    assert "squeeze me squeeze me" in expected["/gz"] and "日本語 — naïve café" in expected["/utf"]
+    assert texts(packed) == expected
+    with sqlite3.connect(plain) as con:
+        assert con.execute("SELECT COUNT(*) FROM pages WHERE text IS NULL").fetchone()[0] == 0
+    with sqlite3.connect(packed) as con:
+        in_blob = {path_of(u) for (u,) in con.execute(
+            "SELECT u.url FROM pages p JOIN urls u ON u.id = p.id WHERE p.text IS NULL")}
+        assert {"/", "/gz", "/utf", "/dup1"} <= in_blob and "/dup2" not in in_blob  # a duplicate keeps its own
+        # Back to schema 3: every text in its row, every blob a body alone. Same export.
+        moved = con.execute("SELECT p.id, c.hash, c.body, p.bytes FROM pages p "
+                            "JOIN contents c ON c.hash = p.content_hash WHERE p.text IS NULL").fetchall()
+        for page_id, digest, blob, size in moved:
+            con.execute("UPDATE pages SET text = ? WHERE id = ?", (text_of(blob, size), page_id))
+            con.execute("UPDATE contents SET body = ? WHERE hash = ?", (zlib.compress(body_of(blob, size)), digest))
+        con.execute("PRAGMA user_version = 3")
+    assert texts(packed) == expected
+    await crawl(db=str(packed), retries=0, scope="any", obey=False)  # resumed: it is version 4 now
+    with sqlite3.connect(packed) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert texts(packed) == expected
 
 
 def test_missing_database(tmp_path: Path) -> None:
