@@ -40,6 +40,35 @@ _SCHEME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _PATH_DECODE = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$'()*,:@"
 )
+# An absolute http(s) link that a WHATWG parse and _normalize leave as it is, but for its
+# fragment (dropped), is "scheme://host[:port]" then a plain path. The scheme and host are
+# lowercase; the host is a name whose last label starts with a letter (else it is parsed as an
+# IPv4 address) and that has no punycode label (IDNA validates, and may change, those), or a
+# dotted-quad address as WHATWG writes it; a port has no leading zeros, is not the scheme's
+# default and is at most 65535. The path needs no percent-encoding, decoding or escaping, has no
+# query, and no dot segment (the caller checks "/." too).
+_LABEL = r"(?!xn--)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PLAIN_ORIGIN = re.compile(
+    rf"(https?)://(?:(?:{_OCTET}\.){{3}}{_OCTET}|(?:{_LABEL}\.)*(?!xn--)[a-z](?:[a-z0-9-]*[a-z0-9])?)"
+    r"(?::([1-9][0-9]{0,4}))?")
+_DEFAULT_PORT = {"http": "80", "https": "443"}
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
+# Origins seen in links, checked once each: a crawl meets few of them, and mostly the same.
+_ORIGINS_SEEN: dict[str, bool] = {}
+
+
+def _plain_origin(origin: str) -> bool:
+    ok = _ORIGINS_SEEN.get(origin)
+    if ok is None:
+        m = _PLAIN_ORIGIN.fullmatch(origin)
+        ok = m is not None and (m[2] is None or (m[2] != _DEFAULT_PORT[m[1]] and int(m[2]) <= 65535))
+        if len(_ORIGINS_SEEN) >= 4096:  # bounded: a page of links to random hosts cannot grow it
+            _ORIGINS_SEEN.clear()
+        _ORIGINS_SEEN[origin] = ok
+    return ok
+
+
 # A query part made only of these is its own unquote_plus/quote_plus round trip.
 _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 
@@ -121,6 +150,21 @@ def canonical_link(base: str, href: str, strip_tracking: bool = True) -> str | N
 
     Equal to ``canonicalize(resolve(base, href), strip_tracking=strip_tracking)``.
     """
+    # Most links on most pages are absolute URLs already in canonical form: those are their
+    # own answer, without the ~1.4 us of a WHATWG parse and our normalization (measured).
+    try:
+        start = 7 if href.startswith("http://") else 8 if href.startswith("https://") else 0
+    except AttributeError:  # not a string
+        return None
+    if start and (end := href.find("/", start)) > 0:
+        cut = href.find("#", end)
+        path = href[end:] if cut < 0 else href[end:cut]
+        if _PLAIN_PATH.fullmatch(path) and "/." not in path and _plain_origin(href[:end]):
+            return href if cut < 0 else href[:cut]
+    return _canonical_link(base, href, strip_tracking)
+
+
+def _canonical_link(base: str, href: str, strip_tracking: bool) -> str | None:
     try:
         if href.startswith(_NOT_HTTP):
             return None

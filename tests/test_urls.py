@@ -189,6 +189,29 @@ def test_canonical_link_property(href: str, strip: bool) -> None:
         assert canonicalize(out, strip_tracking=strip) == out
 
 
+_LABELS = st.sampled_from(["a", "b1", "ex-am", "0", "00", "1", "255", "256", "0x7f", "xn--bcher-kva", "xn--",
+                           "-a", "a-", "a--b", "A", "\u00e9", "", "localhost"])
+_PORTS = st.sampled_from(["", ":", ":0", ":1", ":80", ":443", ":8080", ":08080", ":65535", ":65536", ":99999"])
+_PATH = st.sampled_from(["/", "a", ".", "..", "%41", "%2e", "|", "\\", " ", "~", "!$'()*+,;=:@", "[", "\u00e9", "\t",
+                         "-_"])
+_TAIL = st.sampled_from(["", "#", "#x", "#a b/../c", "?", "?a=1", " "])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(["http", "https", "HTTP", "hTtps"]), st.lists(_LABELS, min_size=1, max_size=4),
+       _PORTS, st.lists(_PATH, max_size=6), _TAIL, st.booleans())
+def test_links_already_canonical_are_their_own_answer(scheme: str, labels: list[str], port: str,
+                                                      path: list[str], tail: str, strip: bool) -> None:
+    # canonical_link answers absolute links that look canonical without a WHATWG parse: near
+    # misses (a default port, a dot segment, a numeric or punycode host, an escape) must not
+    # get through that shortcut unchanged.
+    href = f"{scheme}://{'.'.join(labels)}{port}{''.join(path)}{tail}"
+    resolved = resolve(BASE, href)
+    expected = None if resolved is None else canonicalize(resolved, strip_tracking=strip)
+    assert canonical_link(BASE, href, strip) == expected
+    assert crawler.urls._canonical_link(BASE, href, strip) == expected
+
+
 @pytest.mark.parametrize(
     ("url", "origin", "host"),
     [
