@@ -45,9 +45,15 @@ _SMALL = 64 * 1024  # a non-HTML body up to this size is read to keep the connec
 _SENT_AT: ContextVar[float] = ContextVar("sent_at", default=0.0)
 
 
+def _storable(value: str) -> str:
+    """``value`` without lone surrogates, which SQLite cannot store: aiohttp decodes a header's
+    undecodable bytes to them (surrogateescape), and error messages may quote such values."""
+    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+
+
 def _classify(exc: BaseException) -> tuple[str, str]:
     """Map an exception from aiohttp or the socket layer to an error kind."""
-    detail = f"{type(exc).__name__}: {exc}"[:300]
+    detail = _storable(f"{type(exc).__name__}: {exc}"[:300])
     if isinstance(exc, DecodeError):
         return Error.DECODE, str(exc)
     if is_private_address_error(exc):  # before DNS: aiohttp wraps a refused name as a DNS error
@@ -140,6 +146,8 @@ class Fetcher:
                 async with self._session.get(url, allow_redirects=False) as resp:
                     status = resp.status
                     content_type = resp.headers.get("Content-Type")
+                    if content_type is not None:
+                        content_type = _storable(content_type)
                     headers = tuple(resp.headers.items())
                     location = resp.headers.get("Location") if status in _REDIRECTS else None
                     if location is None:
@@ -147,7 +155,7 @@ class Fetcher:
                     await self._drain(resp)
                 target = canonical_link(url, location, self.strip_tracking)
                 if target is None:
-                    return result(error=Error.BAD_REDIRECT, detail=f"Location: {location[:200]}")
+                    return result(error=Error.BAD_REDIRECT, detail=_storable(f"Location: {location[:200]}"))
                 if target == task.url or target in hops:
                     return result(error=Error.REDIRECT_LOOP, detail=f"back to {target}")
                 if len(hops) >= self.settings.max_redirects:

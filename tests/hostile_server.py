@@ -393,6 +393,11 @@ async def _bad_utf8(c: Conn) -> None:
     await c.page(body)
 
 
+@case("/bad-header-bytes", "header values that are not UTF-8, the Content-Type's among them")
+async def _bad_header_bytes(c: Conn) -> None:
+    await c.page(_html("odd headers"), content_type="text/html; charset=caf\xe9", headers=[("X-Odd", "\xff\xfe")])
+
+
 @case("/many-links", "50,000 distinct links")
 async def _many_links_case(c: Conn) -> None:
     await c.page(_many_links())
