@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -49,6 +50,11 @@ LOW_WATER = WINDOW // 4
 # index serves it, so it reads only those rows).
 _INSERT = ("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# The same, for a whole batch in one statement: executemany steps once per row, and each step
+# lets go of the GIL and must win it back from the event loop.
+_INSERT_JSON = ("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
+                "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, "
+                "value->>8, value->>9 FROM json_each(?)")
 _QUERY_URLS = "SELECT url FROM urls WHERE admitted = 1 AND depth > 0 AND instr(url, '?') > 0"
 
 
@@ -433,12 +439,13 @@ def _known(conn: sqlite3.Connection, urls: list[str]) -> set[str]:
 
 def _insert(rows: list[tuple], conn: sqlite3.Connection) -> None:
     if rows:
-        conn.executemany(_INSERT, rows)
+        conn.execute(_INSERT_JSON, (json.dumps(rows, ensure_ascii=False),))
 
 
 def _ack(stored: Sequence[Task], skipped: Sequence[tuple[Task, str]], conn: sqlite3.Connection) -> None:
     if stored:
-        conn.executemany(f"UPDATE urls SET state = {STORED} WHERE id = ?", [(t.id,) for t in stored])
+        conn.execute(f"UPDATE urls SET state = {STORED} WHERE id IN (SELECT value FROM json_each(?))",
+                     (json.dumps([t.id for t in stored]),))
     if skipped:
         conn.executemany(f"UPDATE urls SET state = {SKIPPED}, reason = ? WHERE id = ?",
                          [(reason, t.id) for t, reason in skipped])
