@@ -80,7 +80,8 @@ class Crawl:
         self.stall_after = max(60.0, 2 * config.fetch.timeout)
         self._fetching = 0
         self._frontier: SqliteFrontier | None = None
-        self._deadlines: dict[asyncio.Timeout, float] = {}  # in-flight fetch -> start time
+        self._inflight: dict[asyncio.Task[None], float] = {}  # fetch worker -> when its fetch started
+        self._stalled: set[asyncio.Task[None]] = set()  # workers whose fetch the watchdog cancelled
 
     def stop(self) -> None:
         """Stop scheduling; in-flight requests get :attr:`grace` seconds; then flush and end."""
@@ -219,22 +220,27 @@ class Crawl:
     async def _fetch_worker(self, fetcher: Fetcher, frontier: SqliteFrontier,
                             fetch_q: asyncio.Queue[Task | None], parse_q: asyncio.Queue[FetchResult | None]) -> None:
         retries, backoff = self.config.fetch.retries, self.config.fetch.retry_backoff
+        me = asyncio.current_task()
+        assert me is not None
         while (task := await fetch_q.get()) is not None:
-            started = monotonic()
+            started = self._inflight[me] = monotonic()
             try:
-                # A deadline only the watchdog sets: requests have their own timeouts, this is
-                # the net under them, so that a crawl can never hang on one.
-                async with asyncio.timeout(None) as deadline:
-                    self._deadlines[deadline] = started
-                    try:
-                        result = await fetcher.fetch(task)
-                    finally:
-                        del self._deadlines[deadline]
-            except TimeoutError:
+                result = await fetcher.fetch(task)
+            except asyncio.CancelledError:
+                # The watchdog's cancellation (requests have their own timeouts; it is the net
+                # under them, so that a crawl can never hang on one) ends this request only.
+                # (Not an asyncio.timeout per fetch: entering one looks the running loop up,
+                # a getpid() system call on Python 3.11, for a deadline almost never used.)
+                if me not in self._stalled:
+                    raise
+                self._stalled.discard(me)
+                if me.uncancel():
+                    raise  # cancelled by the crawl as well
                 result = FetchResult(task, task.url, None, None, (), b"", time.time(),
                                      round((monotonic() - started) * 1000, 3), error=Error.STALLED,
                                      detail=f"no progress for {self.stall_after:g} s")
             finally:
+                del self._inflight[me]
                 self._fetching -= 1
                 self.stats.fetched += 1
             if result.error in Error.TRANSIENT and task.attempt < retries:
@@ -256,12 +262,15 @@ class Crawl:
             if self.stats.fetched != last:
                 last, since = self.stats.fetched, now
                 continue
-            stuck = [d for d, started in self._deadlines.items() if now - started >= self.stall_after]
+            # A worker is in _inflight only while it awaits its fetch: a cancel lands there.
+            stuck = [w for w, started in self._inflight.items() if now - started >= self.stall_after]
             if stuck and now - since >= self.stall_after:
                 self.log(f"watchdog: no progress for {now - since:.0f} s; abandoning {len(stuck)} "
                          "stuck requests (retried, or recorded as 'stalled')")
-                for deadline in stuck:
-                    deadline.reschedule(asyncio.get_running_loop().time())
+                for worker in stuck:
+                    if worker not in self._stalled:
+                        self._stalled.add(worker)
+                        worker.cancel()
                 since = now
 
     async def _parse_worker(self, parser: ParseStage, parse_q: asyncio.Queue[FetchResult | None],
