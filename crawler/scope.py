@@ -10,11 +10,13 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-
-import tldextract
+from typing import TYPE_CHECKING
 
 from crawler.models import Skip
 from crawler.urls import host_of, origin_of
+
+if TYPE_CHECKING:
+    import tldextract
 
 __all__ = ["site_key", "Scope", "Admission", "SCOPE_MODES", "url_template", "next_chain"]
 
@@ -42,12 +44,19 @@ SKIP_EXTENSIONS = frozenset(
 _REPEAT = re.compile(r"((?:/[^/]+){1,3})\1\1(?=/|$)")
 _DIGITS = re.compile(r"[0-9]+")
 
-# suffix_list_urls=() and cache_dir=None: the bundled snapshot only, no network, no disk
-# writes. Private suffixes (github.io, blogspot.com...) count as suffixes, so that a crawl of
-# one user's site does not spread to every other site on the same platform.
-_EXTRACT = tldextract.TLDExtract(
-    suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True
-)
+
+@lru_cache(maxsize=1)
+def _extract() -> tldextract.TLDExtract:
+    """The registered-domain splitter, made on first use: importing tldextract takes ~70 ms
+    (it brings requests along), which a crawl of IP addresses, or a report, never needs.
+
+    suffix_list_urls=() and cache_dir=None: the bundled snapshot only, no network, no disk
+    writes. Private suffixes (github.io, blogspot.com...) count as suffixes, so that a crawl of
+    one user's site does not spread to every other site on the same platform.
+    """
+    import tldextract
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
 
 
 @lru_cache(maxsize=65536)
@@ -69,7 +78,7 @@ def site_key(host: str) -> str:
         else:
             prefix = 24 if ip.version == 4 else 64
             return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-    parts = _EXTRACT(host)
+    parts = _extract()(host)
     return parts.top_domain_under_public_suffix or host
 
 
