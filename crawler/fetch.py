@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from time import monotonic
 
 import aiohttp
+from yarl import URL
 
 from .config import FetchSettings
 from .decode import ACCEPT_ENCODING, BodyDecoder, DecodeError
@@ -143,7 +144,9 @@ class Fetcher:
                 return result(skip=self.robots.skip_reason(skipped_origin))
             while True:
                 assert self._session is not None
-                async with self._session.get(url, allow_redirects=False) as resp:
+                # The canonical URL is sent as it is (already percent-encoded, so yarl does not
+                # re-encode it: ~1.5 us a request, and the request line is the URL the crawl knows).
+                async with self._session.get(URL(url, encoded=True), allow_redirects=False) as resp:
                     status = resp.status
                     content_type = resp.headers.get("Content-Type")
                     if content_type is not None:

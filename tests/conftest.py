@@ -60,6 +60,7 @@ class Hit:
     at: float  # monotonic arrival time
     method: str
     headers: dict[str, str]
+    raw: str = ""  # the request target exactly as it came on the wire
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Site:
         return [h.path for h in self.page_log]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.log.append(Hit(request.path_qs, monotonic(), request.method, dict(request.headers)))
+        self.log.append(Hit(request.path_qs, monotonic(), request.method, dict(request.headers), request.raw_path))
         page = self.pages.get(request.path_qs, self.pages.get(request.path))
         if page is None:
             return web.Response(status=404, text="<html><title>Not found</title></html>", content_type="text/html")

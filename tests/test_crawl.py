@@ -283,3 +283,14 @@ async def test_an_origin_with_more_queued_urls_than_its_window_is_fetched_in_ord
     expected = ["/"] + [f"/a{i}" for i in range(n // 2)] + [f"/b{i}" for i in range(n // 2)]
     assert site.paths() == expected
     assert len(records(result.db)) == n + 1
+
+
+async def test_the_request_line_is_the_canonical_url(make_site, crawl):
+    # What is requested is the URL the crawl stores, byte for byte: the query sorted, escapes of
+    # unreserved characters decoded, characters WHATWG leaves in a path ([ ]) as they are.
+    links = ["/a^b[c]", "/caf\u00e9", "/q?b=2&a=1", "/%7Euser/x%2fy"]
+    site = await make_site({"/": html("home", links)})
+    result = await crawl(site.url("/"), obey=False)
+    stored = {r["url"].removeprefix(site.origin) for r in records(result.db)}
+    assert stored == {"/", "/a%5Eb[c]", "/caf%C3%A9", "/q?a=1&b=2", "/~user/x%2Fy"}
+    assert {hit.raw for hit in site.page_log} == stored
