@@ -63,9 +63,12 @@ def _plain_origin(origin: str) -> bool:
     if ok is None:
         m = _PLAIN_ORIGIN.fullmatch(origin)
         ok = m is not None and (m[2] is None or (m[2] != _DEFAULT_PORT[m[1]] and int(m[2]) <= 65535))
-        if len(_ORIGINS_SEEN) >= 4096:  # bounded: a page of links to random hosts cannot grow it
-            _ORIGINS_SEEN.clear()
-        _ORIGINS_SEEN[origin] = ok
+        # Bounded, in count and in size (a DNS name has at most 253 characters): a hostile page
+        # of links to many, or to very long, host names cannot grow it.
+        if len(origin) <= 300:
+            if len(_ORIGINS_SEEN) >= 4096:
+                _ORIGINS_SEEN.clear()
+            _ORIGINS_SEEN[origin] = ok
     return ok
 
 
