@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .bodies import text_of
+from .parse import collapse_whitespace
 from .store import open_readonly
 
 __all__ = ["iter_records", "write_jsonl"]
@@ -50,8 +51,9 @@ def iter_records(db_path: Path, include_text: bool = True) -> Iterator[dict[str,
             record["noindex"] = bool(record["noindex"])
             if not include_text:
                 del record["text"]
-            elif record["text"] is None:
-                record["text"] = text_of(row[-1], record["bytes"])
+            else:  # stored as extracted (crawler.parse: collapse=False); finished here
+                text = record["text"]
+                record["text"] = collapse_whitespace(text_of(row[-1], record["bytes"]) if text is None else text)
             yield record
     finally:
         db.close()

@@ -47,7 +47,9 @@ def parse_jobs(jobs: list[Job], strip_tracking: bool) -> list[ParsedPage]:
     """
     from .parse import parse_html
 
-    return [parse_html(body[:PARSE_MAX_BYTES], url, ctype, strip_tracking=strip_tracking) for body, url, ctype in jobs]
+    # collapse=False: the text is stored as lexbor gives it, and its readers collapse it.
+    return [parse_html(body[:PARSE_MAX_BYTES], url, ctype, strip_tracking=strip_tracking, collapse=False)
+            for body, url, ctype in jobs]
 
 
 def _init_process() -> None:

@@ -13,7 +13,8 @@ Schema (``sgcrawl export`` and ``sgcrawl report`` read it; documented in README.
   admission (it counts against --max-pages-per-host); ``fp`` is the URL's 63-bit fingerprint
   (:mod:`crawler.seen`), so a resumed crawl reloads its dedupe filter without reading URLs.
 - ``pages``: one row per stored URL (``id`` = ``urls.id``), fetched or failed with ``error``.
-  ``text`` NULL means the page's text is kept with its body (below), right after it.
+  ``text`` NULL means the page's text is kept with its body (below), right after it. Text is
+  stored as extracted, its runs of whitespace collapsed by its readers (:mod:`crawler.parse`).
 - ``contents``: sha256 of a body -> the first page stored with it (content dedupe), and the
   body itself, zstd-compressed (:mod:`crawler.bodies`), when raw bodies are kept (``crawl.store_bodies``),
   followed by that first page's text (UTF-8) when it has one: the unpacked blob is the body's

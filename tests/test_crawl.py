@@ -294,3 +294,14 @@ async def test_the_request_line_is_the_canonical_url(make_site, crawl):
     stored = {r["url"].removeprefix(site.origin) for r in records(result.db)}
     assert stored == {"/", "/a%5Eb[c]", "/caf%C3%A9", "/q?a=1&b=2", "/~user/x%2Fy"}
     assert {hit.raw for hit in site.page_log} == stored
+
+
+async def test_text_is_stored_as_extracted_and_exported_collapsed(make_site, crawl):
+    page = html("spaced", body="<p>lots   of\n\n   space</p><p>and  more</p>")
+    site = await make_site({"/": html("home", ["/spaced"]), "/spaced": page})
+    result = await crawl(site.url("/"), obey=False, store_bodies=False)  # text kept in its row
+    rec = {r["url"]: r for r in records(result.db)}[site.url("/spaced")]
+    assert rec["text"] == "lots of space and more"
+    with sqlite3.connect(result.db) as con:
+        stored = con.execute("SELECT text FROM pages WHERE final_url = ?", (site.url("/spaced"),)).fetchone()[0]
+    assert "   " in stored  # the scan for runs of spaces is the export's, not the crawl's

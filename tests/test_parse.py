@@ -344,7 +344,7 @@ def test_init_worker_is_harmless() -> None:
 
 
 def test_public_names() -> None:
-    assert parse.__all__ == ["parse_html", "is_html", "init_worker", "robots_directives"]
+    assert parse.__all__ == ["parse_html", "is_html", "init_worker", "robots_directives", "collapse_whitespace"]
 
 
 def test_parse_processes_do_not_import_the_http_client() -> None:
@@ -353,3 +353,12 @@ def test_parse_processes_do_not_import_the_http_client() -> None:
     code = "import sys, crawler.parse_stage; print(sorted(m for m in ('aiohttp', 'aiosqlite') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_text_left_uncollapsed_is_finished_by_collapse_whitespace() -> None:
+    # The crawl stores text as lexbor gives it (collapse=False) and its readers collapse it.
+    body = b"<html><body><p>one\n   two\t\tthree  four</p> <div>  five\r\n</div><script>x</script></body></html>"
+    raw = parse_html(body, "http://example.com/", collapse=False).text
+    done = parse_html(body, "http://example.com/").text
+    assert done == "one two three four five"
+    assert raw != done and parse.collapse_whitespace(raw) == done
