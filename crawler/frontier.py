@@ -37,7 +37,7 @@ from .robots_cache import RobotsCache
 from .scope import Admission, next_chain
 from .seen import SeenFilter, fingerprint
 from .stats import Stats
-from .store import QUEUED, SKIPPED, STORED, Step, in_thread, select_in
+from .store import QUEUED, SKIPPED, STORED, Step, in_thread, insert_rows, rows_insert, select_in
 from .urls import origin_of
 
 __all__ = ["Frontier", "SqliteFrontier", "ResumeState"]
@@ -46,15 +46,10 @@ WINDOW = 256  # tasks per origin kept in memory
 # A window is topped up from disk in the background once it runs this low, so that the
 # scheduler never waits for a read (which queues behind the gatherer's commit: ~50 ms).
 LOW_WATER = WINDOW // 4
+_INSERT = rows_insert("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 # Admitted URLs with a query, for the query-variant trap counts of a resumed crawl (a partial
 # index serves it, so it reads only those rows).
-_INSERT = ("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-# The same, for a whole batch in one statement: executemany steps once per row, and each step
-# lets go of the GIL and must win it back from the event loop.
-_INSERT_JSON = ("INSERT INTO urls (id, url, origin, depth, parent, state, reason, chain, admitted, fp) "
-                "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, "
-                "value->>8, value->>9 FROM json_each(?)")
 _QUERY_URLS = "SELECT url FROM urls WHERE admitted = 1 AND depth > 0 AND instr(url, '?') > 0"
 
 
@@ -265,7 +260,7 @@ class SqliteFrontier:
         """Insert new rows (the caller holds the lock) and queue the queued ones."""
         if rows:
             self._enqueue(rows)
-            await self.db.executemany(_INSERT, rows)
+            await in_thread(self.db, insert_rows, _INSERT, rows)
 
     def _enqueue(self, rows: list[tuple]) -> None:
         """Queue new queued rows in their origins' queues, *before* their insert is queued on
@@ -438,8 +433,7 @@ def _known(conn: sqlite3.Connection, urls: list[str]) -> set[str]:
 # Steps of a transaction: they run in the connection's thread (Store.commit), on plain values.
 
 def _insert(rows: list[tuple], conn: sqlite3.Connection) -> None:
-    if rows:
-        conn.execute(_INSERT_JSON, (json.dumps(rows, ensure_ascii=False),))
+    insert_rows(conn, _INSERT, rows)
 
 
 def _ack(stored: Sequence[Task], skipped: Sequence[tuple[Task, str]], conn: sqlite3.Connection) -> None:
