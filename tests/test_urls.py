@@ -228,3 +228,21 @@ def test_links_already_canonical_are_their_own_answer(scheme: str, labels: list[
 def test_origin_and_host(url: str, origin: str, host: str) -> None:
     assert origin_of(url) == origin
     assert host_of(url) == host
+
+
+_BASES = st.sampled_from([BASE, "http://127.0.0.1:8431/", "https://ex.com/a/b/c", "http://ex.com/a/b/",
+                          "http://ex.com/a?q=1", "http://ex.com/a#f", "http://ex.com:80/a/", "http://Ex.com/a/",
+                          "http://ex.com/%41/b", "http://ex.com/./a/", "http://ex.com", "mailto:x@y"])
+_REL = st.sampled_from(["./", "../", ".", "..", "/", "//", "a", "b.html", ":", "%41", "?", "#", "#x", " ", "\\",
+                        "\t", "\u00e9", ".x", "~!$'()*+,;=@"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_BASES, st.lists(_REL, max_size=7).map("".join), st.booleans())
+def test_plain_relative_links_match_the_full_resolution(base: str, href: str, strip: bool) -> None:
+    # Relative links against a plain base are resolved without a WHATWG parse: each answer
+    # must be the one ada and _normalize give (dot segments, a root, escapes, fragments).
+    resolved = resolve(base, href)
+    expected = None if resolved is None else canonicalize(resolved, strip_tracking=strip)
+    assert canonical_link(base, href, strip) == expected
+    assert crawler.urls._canonical_link(base, href, strip) == expected
