@@ -5,6 +5,12 @@ Each run is a whole process measured from outside (bench/measure.py: wall time, 
 of the process tree, peak RSS of the tree). pages/s = pages fetched / wall time of the
 process, start-up included, the same rule for every crawler. Median of --runs.
 
+Ratios are given twice: of the medians, and the median (and range) of each round's own ratio.
+The machine's speed drifts by 10-20% within an hour; crawlers run in the same round meet the
+same phase, so a round's ratio cancels most of that drift. "server CPU s" is the CPU the
+static server (every process named nginx) spent during the run: with the crawler's own, it
+says how much of the machine's two cores a crawler used, and what was left.
+
 usage: compare.py SEED_URL [--runs 3] [--only sgcrawl,bare,scrapy] [--sgcrawl-args "..."]
        [--label NAME]   (repeatable sgcrawl variants: --variant NAME="extra args")
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sqlite3
 import statistics
@@ -47,10 +54,24 @@ def run_json(cmd: list[str]) -> dict[str, float]:
 
 
 def measure_quiet(cmd: list[str], stdout=subprocess.DEVNULL) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    server = server_cpu_s()
     result = measure(cmd, stdout=stdout)
     if result["returncode"] != 0:
         raise SystemExit(f"failed ({result['returncode']}): {' '.join(cmd)}")
-    return result
+    return {**result, "server_cpu_s": round(server_cpu_s() - server, 2)}
+
+
+def server_cpu_s() -> float:
+    """CPU seconds (user + system) spent so far by the processes named nginx."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            if fields[0].endswith("(nginx"):
+                ticks += sum(int(x) for x in fields[1].split()[11:13])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -84,15 +105,23 @@ def main() -> None:
             print(f"run {i + 1} {name}: {r['pages']} pages, {r['pages_per_s']:.0f} pages/s, "
                   f"{r['cpu_s']} CPU s, {r['peak_rss_mb']} MB", file=sys.stderr)
 
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in ("pages", "pages_per_s", "cpu_s", "peak_rss_mb")}
-           for name, rs in results.items()}
-    print(f"| crawler | pages | pages/s | CPU s | peak RSS MB | vs scrapy | vs bare loop |")
-    print("|---|---|---|---|---|---|---|")
+    keys = ("pages", "pages_per_s", "cpu_s", "server_cpu_s", "peak_rss_mb")
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in results.items()}
+    print("| crawler | pages | pages/s | CPU s | server CPU s | peak RSS MB | vs scrapy | vs bare loop |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
         vs = {ref: f"{m['pages_per_s'] / med[ref]['pages_per_s']:.2f}x" if ref in med else "" for ref in ("scrapy", "bare loop")}
-        print(f"| {name} | {m['pages']:.0f} | {m['pages_per_s']:.0f} | {m['cpu_s']:.1f} | {m['peak_rss_mb']:.0f} "
-              f"| {vs['scrapy']} | {vs['bare loop']} |")
-
+        print(f"| {name} | {m['pages']:.0f} | {m['pages_per_s']:.0f} | {m['cpu_s']:.1f} | {m['server_cpu_s']:.1f} "
+              f"| {m['peak_rss_mb']:.0f} | {vs['scrapy']} | {vs['bare loop']} |")
+    print("\nEach round's own ratio: median [lowest, highest] over the rounds")
+    for name, rs in results.items():
+        cells = []
+        for ref in ("scrapy", "bare loop"):
+            if ref in results and ref != name:
+                ratios = sorted(r["pages_per_s"] / q["pages_per_s"] for r, q in zip(rs, results[ref]))
+                cells.append(f"vs {ref} {statistics.median(ratios):.2f}x [{ratios[0]:.2f}, {ratios[-1]:.2f}]")
+        if cells:
+            print(f"  {name}: " + "; ".join(cells))
 
 if __name__ == "__main__":
     main()
