@@ -96,6 +96,7 @@ def _free_port() -> int:
 
 def run_bench(pages: int = 2000, hosts: int = 4) -> BenchResult:
     """Serve a site of ``pages`` pages, crawl it, clean up; returns the figures."""
+    from .gc_tuning import tune_gc
     from .config import load_config
     from .pipeline import Crawl
 
@@ -112,6 +113,7 @@ def run_bench(pages: int = 2000, hosts: int = 4) -> BenchResult:
             config = load_config(Path(os.devnull), flags)
             crawl = Crawl(config, [f"http://127.0.0.1:{port}/"], lambda line: None,
                           progress=lambda view: _Quiet())
+            tune_gc()  # as `sgcrawl run` does
             start = time.monotonic()
             result = asyncio.run(crawl.run())
             seconds = time.monotonic() - start

@@ -216,6 +216,7 @@ def _crawl_with_signals(cfg: Any, seeds: list[str], fresh: bool, log: Any, progr
     import os
     import signal
 
+    from .gc_tuning import tune_gc
     from .pipeline import Crawl
 
     displays: list[Any] = []
@@ -242,6 +243,7 @@ def _crawl_with_signals(cfg: Any, seeds: list[str], fresh: bool, log: Any, progr
             loop.add_signal_handler(sig, on_signal)
         return await crawl.run()
 
+    tune_gc()
     return asyncio.run(main())
 
 

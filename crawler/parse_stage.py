@@ -53,9 +53,11 @@ def parse_jobs(jobs: list[Job], strip_tracking: bool) -> list[ParsedPage]:
 
 
 def _init_process() -> None:
+    from .gc_tuning import tune_gc
     from .parse import init_worker
 
     init_worker()
+    tune_gc()
 
 
 def _init_pool_process(crawler_pid: int) -> None:
