@@ -96,8 +96,8 @@ def _free_port() -> int:
 
 def run_bench(pages: int = 2000, hosts: int = 4) -> BenchResult:
     """Serve a site of ``pages`` pages, crawl it, clean up; returns the figures."""
-    from .gc_tuning import tune_gc
     from .config import load_config
+    from .gc_tuning import tune_gc
     from .pipeline import Crawl
 
     port = _free_port()
