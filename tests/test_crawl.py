@@ -305,3 +305,36 @@ async def test_text_is_stored_as_extracted_and_exported_collapsed(make_site, cra
     with sqlite3.connect(result.db) as con:
         stored = con.execute("SELECT text FROM pages WHERE final_url = ?", (site.url("/spaced"),)).fetchone()[0]
     assert "   " in stored  # the scan for runs of spaces is the export's, not the crawl's
+
+
+async def test_a_hanging_request_times_out_and_its_worker_goes_on(make_site, crawl):
+    # One worker: the deadline's cancellation must end that request only, and the worker
+    # goes on with the next page. A redirect hop that hangs gets a deadline of its own.
+    import asyncio
+
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response(text="late")
+
+    pages = {"/": html("home", ["/hang", "/hop", "/a", "/b"]), "/hang": hang, "/hop": redirect("/hang2"),
+             "/hang2": hang, "/a": html("a"), "/b": html("b")}
+    site = await make_site(pages)
+    result = await crawl(site.url("/"), concurrency=1, timeout=0.5, retries=0)
+    rec = {r["url"]: r for r in records(result.db)}
+    assert rec[site.url("/hang")]["error"] == "timeout"
+    assert rec[site.url("/hop")]["error"] == "timeout"
+    assert 500 <= rec[site.url("/hang")]["elapsed_ms"] < 2500
+    assert rec[site.url("/a")]["status"] == 200 and rec[site.url("/b")]["status"] == 200
+    assert sorted(site.paths()) == sorted(["/", "/hang", "/hop", "/hang2", "/a", "/b"])
+
+
+async def test_a_hanging_robots_txt_is_bounded_by_the_timeout(make_site, crawl):
+    import asyncio
+
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response(text="User-agent: *\nDisallow: /")
+
+    site = await make_site({"/robots.txt": hang, "/": html("home", ["/a"]), "/a": html("a")})
+    result = await asyncio.wait_for(crawl(site.url("/"), timeout=0.5, retries=0), 20)
+    assert result.stats.fetched >= 1
