@@ -158,33 +158,39 @@ def canonical_link(base: str, href: str, strip_tracking: bool = True) -> str | N
     # Most links on most pages are absolute URLs already in canonical form: those are their
     # own answer, without the ~1.4 us of a WHATWG parse and our normalization (measured).
     try:
-        start = 7 if href.startswith("http://") else 8 if href.startswith("https://") else 0
+        if href.startswith(_HTTP):
+            if (plain := _plain_absolute(href)) is not None:
+                return plain[0] + plain[1]
+        elif (parts := _plain_base(base)) is not None and (link := _plain_relative(*parts, href)) is not None:
+            return link
     except AttributeError:  # not a string
         return None
-    if start:
-        if (end := href.find("/", start)) > 0:
-            cut = href.find("#", end)
-            path = href[end:] if cut < 0 else href[end:cut]
-            if _PLAIN_PATH.fullmatch(path) and "/." not in path and _plain_origin(href[:end]):
-                return href if cut < 0 else href[:cut]
-    elif (parts := _plain_base(base)) is not None and (link := _plain_relative(*parts, href)) is not None:
-        return link
     return _canonical_link(base, href, strip_tracking)
 
 
+def _plain_absolute(url: str) -> tuple[str, str] | None:
+    """(origin, path) of an absolute http(s) URL that is its own canonical form but for its
+    fragment (dropped), or None: see ``_PLAIN_ORIGIN`` and ``_PLAIN_PATH``."""
+    end = url.find("/", 8 if url[4] == "s" else 7)
+    if end < 0:
+        return None
+    cut = url.find("#", end)
+    path = url[end:] if cut < 0 else url[end:cut]
+    if _PLAIN_PATH.fullmatch(path) and "/." not in path and _plain_origin(url[:end]):
+        return url[:end], path
+    return None
+
+
 def _plain_base(base: str) -> tuple[str, str] | None:
-    """(origin, directory) of a base that is a plain canonical URL (as the absolute shortcut
-    of :func:`canonical_link` reads one), or None. The directory ends with its "/"."""
+    """(origin, directory) of a base that is a plain canonical URL (:func:`_plain_absolute`),
+    or None. The directory ends with its "/"."""
     global _LAST_BASE
     last = _LAST_BASE  # one tuple, read once: a page's links all share its base
     if last[0] == base:
         return last[1]
-    parts = None
-    start = 7 if base.startswith("http://") else 8 if base.startswith("https://") else 0
-    if start and (end := base.find("/", start)) > 0:
-        path = base[end:]
-        if _PLAIN_PATH.fullmatch(path) and "/." not in path and _plain_origin(base[:end]):
-            parts = base[:end], path[: path.rfind("/") + 1]
+    parts = _plain_absolute(base) if base.startswith(_HTTP) else None
+    if parts is not None:
+        parts = parts[0], parts[1][: parts[1].rfind("/") + 1]
     _LAST_BASE = base, parts
     return parts
 
