@@ -127,6 +127,7 @@ class Fetcher:
     async def __aexit__(self, *exc: object) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
+            await asyncio.wait([self._expiry])  # ended before the loop may close (never raises its error)
         if self._session is not None:
             await self._session.close()
 
