@@ -165,7 +165,8 @@ class Fetcher:
             sent, done = _SENT_AT.get(), monotonic()
             return FetchResult(task=task, final_url=url, status=status, content_type=content_type,
                                headers=headers, body=body, fetched_at=wall + (sent - start),
-                               elapsed_ms=round((done - sent) * 1000, 3), aliases=tuple(hops), **kw)  # type: ignore[arg-type]
+                               elapsed_ms=round((done - sent) * 1000, 3),
+                               aliases=tuple(dict.fromkeys((*hops, *task.claimed)) if task.claimed else hops), **kw)  # type: ignore[arg-type]
 
         try:
             if not await self._robots_allow(origin, url):
@@ -205,7 +206,7 @@ class Fetcher:
                 if not self.in_scope(target):
                     url = target
                     return result(skip=Skip.SCOPE)
-                if not await self.claim(target):
+                if target not in task.claimed and not await self.claim(target):
                     url = target  # known to the crawl: it is fetched (or skipped) as its own URL
                     return result()
                 hops.append(target)

@@ -60,6 +60,9 @@ class Task:
     origin: str  # politeness lane key: "host:port" of the URL
     attempt: int = 0  # 0 for the first try
     chain: int = 0  # ancestors in a row with this URL's template (calendar-trap detection)
+    # Redirect hops earlier attempts claimed: a retry may follow them again, and the last
+    # attempt records them all (they are known to the crawl through this task alone).
+    claimed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from time import monotonic
 from typing import Protocol
@@ -249,7 +249,8 @@ class Crawl:
                 if result.retry_after is not None:
                     delay = max(delay, min(result.retry_after, 300.0))
                 self.stats.retries += 1
-                frontier.release(task, delay)
+                # The hops this attempt claimed go with the task (see Task.claimed).
+                frontier.release(replace(task, claimed=result.aliases) if result.aliases else task, delay)
                 continue
             await parse_q.put(result)
 
