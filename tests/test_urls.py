@@ -194,7 +194,8 @@ _LABELS = st.sampled_from(["a", "b1", "ex-am", "0", "00", "1", "255", "256", "0x
 _PORTS = st.sampled_from(["", ":", ":0", ":1", ":80", ":443", ":8080", ":08080", ":65535", ":65536", ":99999"])
 _PATH = st.sampled_from(["/", "a", ".", "..", "%41", "%2e", "|", "\\", " ", "~", "!$'()*+,;=:@", "[", "\u00e9", "\t",
                          "-_"])
-_TAIL = st.sampled_from(["", "#", "#x", "#a b/../c", "?", "?a=1", " "])
+_TAIL = st.sampled_from(["", "#", "#x", "#a b/../c", "?", "?a=1", " ", "?b=2&a=1#x", "?utm_source=x&a=1", "?a='",
+                         "?a=%41", "?a=b/../c", "?a=b&&c=", "?a b", "?\u00e9", "?a=1;b=2"])
 
 
 @settings(max_examples=1500, deadline=None)
@@ -234,7 +235,7 @@ _BASES = st.sampled_from([BASE, "http://127.0.0.1:8431/", "https://ex.com/a/b/c"
                           "http://ex.com/a?q=1", "http://ex.com/a#f", "http://ex.com:80/a/", "http://Ex.com/a/",
                           "http://ex.com/%41/b", "http://ex.com/./a/", "http://ex.com", "mailto:x@y"])
 _REL = st.sampled_from(["./", "../", ".", "..", "/", "//", "a", "b.html", ":", "%41", "?", "#", "#x", " ", "\\",
-                        "\t", "\u00e9", ".x", "~!$'()*+,;=@"])
+                        "\t", "\u00e9", ".x", "~!$'()*+,;=@", "?b=2&a=1", "&", "=", "utm_source=x", "+", "'"])
 
 
 @settings(max_examples=1500, deadline=None)
