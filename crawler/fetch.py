@@ -29,6 +29,7 @@ from time import monotonic
 import aiohttp
 from yarl import URL
 
+from .cancels import Cancels
 from .config import FetchSettings
 from .decode import ACCEPT_ENCODING, BodyDecoder, DecodeError
 from .models import Error, FetchResult, Skip, Task
@@ -89,7 +90,7 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
         # A page request's deadline is kept here, not in a timer of its own (see _expire).
         self._deadlines: dict[asyncio.Task[object], float] = {}
-        self._expired: set[asyncio.Task[object]] = set()
+        self._expired = Cancels()
         self._expiry: asyncio.Task[None] | None = None
         # robots.txt and sitemaps: rare, and aiohttp follows their redirects: its own timer.
         self._resource_timeout = aiohttp.ClientTimeout(total=settings.timeout, connect=settings.connect_timeout)
@@ -144,9 +145,8 @@ class Fetcher:
             await asyncio.sleep(tick)
             now = monotonic()
             for task, deadline in list(self._deadlines.items()):
-                if now >= deadline and task not in self._expired:
-                    self._expired.add(task)
-                    task.cancel()
+                if now >= deadline:
+                    self._expired.cancel(task)
 
     async def fetch(self, task: Task) -> FetchResult:
         """Fetch ``task`` (its lane slot was reserved by the lease) and give the slot back."""
@@ -220,11 +220,8 @@ class Fetcher:
                     assert self.robots is not None
                     return result(skip=self.robots.skip_reason(origin))
         except asyncio.CancelledError:
-            if me not in self._expired:
+            if not self._expired.caught(me):
                 raise
-            self._expired.discard(me)
-            if me.uncancel():
-                raise  # cancelled by the crawl as well
             return result(error=Error.TIMEOUT, detail=f"no complete response within {self.settings.timeout:g} s")
         except Exception as exc:  # every other failure is data, never a crash
             kind, detail = _classify(exc)

@@ -19,6 +19,7 @@ from time import monotonic
 from typing import Protocol
 
 from .batches import take_batch
+from .cancels import Cancels
 from .config import Config
 from .discover import discover_sitemaps
 from .fetch import Fetcher
@@ -81,7 +82,7 @@ class Crawl:
         self._fetching = 0
         self._frontier: SqliteFrontier | None = None
         self._inflight: dict[asyncio.Task[None], float] = {}  # fetch worker -> when its fetch started
-        self._stalled: set[asyncio.Task[None]] = set()  # workers whose fetch the watchdog cancelled
+        self._stalled = Cancels()  # workers whose fetch the watchdog cancelled
 
     def stop(self) -> None:
         """Stop scheduling; in-flight requests get :attr:`grace` seconds; then flush and end."""
@@ -231,11 +232,8 @@ class Crawl:
                 # under them, so that a crawl can never hang on one) ends this request only.
                 # (Not an asyncio.timeout per fetch: entering one looks the running loop up,
                 # a getpid() system call on Python 3.11, for a deadline almost never used.)
-                if me not in self._stalled:
+                if not self._stalled.caught(me):
                     raise
-                self._stalled.discard(me)
-                if me.uncancel():
-                    raise  # cancelled by the crawl as well
                 result = FetchResult(task, task.url, None, None, (), b"", time.time(),
                                      round((monotonic() - started) * 1000, 3), error=Error.STALLED,
                                      detail=f"no progress for {self.stall_after:g} s")
@@ -269,9 +267,7 @@ class Crawl:
                 self.log(f"watchdog: no progress for {now - since:.0f} s; abandoning {len(stuck)} "
                          "stuck requests (retried, or recorded as 'stalled')")
                 for worker in stuck:
-                    if worker not in self._stalled:
-                        self._stalled.add(worker)
-                        worker.cancel()
+                    self._stalled.cancel(worker)
                 since = now
 
     async def _parse_worker(self, parser: ParseStage, parse_q: asyncio.Queue[FetchResult | None],

@@ -341,3 +341,38 @@ async def test_a_hanging_robots_txt_is_bounded_by_the_timeout(make_site, crawl):
     site = await make_site({"/robots.txt": hang, "/": html("home", ["/a"]), "/a": html("a")})
     result = await asyncio.wait_for(crawl(site.url("/"), timeout=0.5, retries=0), 20)
     assert result.stats.fetched >= 1
+
+
+async def test_a_reasons_cancellation_is_told_apart_from_the_crawls():
+    # The deadline sweeper and the watchdog cancel a task for their reason; the task goes on
+    # only when that reason alone cancelled it (Ctrl-C, a failing TaskGroup must still end it).
+    import asyncio
+
+    import pytest
+
+    from crawler.cancels import Cancels
+
+    cancels = Cancels()
+
+    async def wait() -> str:
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if not cancels.caught(me):
+                raise
+            return "went on"
+        return "slept"
+
+    ours, both, theirs = (asyncio.create_task(wait()) for _ in range(3))
+    await asyncio.sleep(0)
+    cancels.cancel(ours)
+    cancels.cancel(ours)  # once only: a second cancel would outlive the first one's catch
+    cancels.cancel(both)
+    both.cancel()
+    theirs.cancel()
+    assert await ours == "went on" and not ours.cancelling()
+    for task in (both, theirs):
+        with pytest.raises(asyncio.CancelledError):
+            await task
