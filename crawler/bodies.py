@@ -16,7 +16,7 @@ from hashlib import sha256
 
 import zstandard
 
-__all__ = ["pack_all", "digest", "unpack", "body_of", "text_of"]
+__all__ = ["pack_all", "pack_page", "payload", "digest", "unpack", "body_of", "text_of"]
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # A compressor is not thread-safe: one per thread (packing runs in the database thread).
@@ -35,10 +35,25 @@ def pack_all(bodies: Sequence[bytes]) -> Sequence[bytes]:
     """
     if not bodies:
         return []
+    return list(_compressor().multi_compress_to_buffer(list(bodies)))
+
+
+def payload(body: bytes, text: str | None) -> bytes:
+    """What a ``contents`` blob holds, unpacked: the body, then its first page's text (if any)."""
+    return body + text.encode() if text else body
+
+
+def pack_page(body: bytes, text: str | None) -> bytes:
+    """One page's :func:`payload`, packed as :func:`pack_all` packs it: for a parse process,
+    which packs each page it parses, off the writer's thread (see :mod:`crawler.parse_stage`)."""
+    return _compressor().compress(payload(body, text))
+
+
+def _compressor() -> zstandard.ZstdCompressor:
     compressor = getattr(_local, "compressor", None)
     if compressor is None:
         compressor = _local.compressor = zstandard.ZstdCompressor(level=1)
-    return list(compressor.multi_compress_to_buffer(list(bodies)))
+    return compressor
 
 
 def digest(body: bytes) -> str:

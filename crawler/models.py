@@ -102,7 +102,7 @@ class ParsedPage:
     description: str | None
     canonical: str | None  # <link rel=canonical>, resolved
     meta_robots: str | None  # content of <meta name=robots>, lowercased
-    text: str  # visible text, whitespace collapsed
+    text: str | None  # visible text, whitespace collapsed; None: packed with the body (Outcome.packed)
     links: tuple[str, ...]
     n_links: int
     encoding: str  # the charset the body was decoded with
@@ -113,14 +113,19 @@ class ParsedPage:
 class Outcome:
     """A fetch result joined with its parse (None when the body was not parsed).
 
-    The body travels on, in ``result.body``: the writer hashes and packs it (see
-    :meth:`crawler.store.Store.pages_step`).
+    The body travels on, in ``result.body``, to be hashed and packed for storage (see
+    :meth:`crawler.store.Store.pages_step`). A parse process does that itself, for the pages it
+    parses (``digest``, and ``packed`` when bodies are kept): the writer's thread had been
+    the crawl's bottleneck. Otherwise the writer does it.
     """
 
-    result: FetchResult
+    result: FetchResult  # its body is b"" once hashed and packed elsewhere (``digest`` set)
     page: ParsedPage | None
+    digest: str | None = None  # sha256 of the body, hex
+    packed: bytes | None = None  # the body and the page's text, one zstd frame (crawler.bodies.pack_page)
+    body_size: int = 0  # the size of the body when it was let go (``digest`` set)
 
     @property
     def size(self) -> int:
         """Bytes of the body as fetched (decoded)."""
-        return len(self.result.body)
+        return self.body_size if self.digest is not None else len(self.result.body)

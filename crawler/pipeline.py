@@ -127,7 +127,7 @@ class Crawl:
             changed = _changes(meta.get("settings", {}), settings) if resumed else ()
             await store.set_meta(seeds=all_seeds, status="running", settings=settings)
             await frontier.add_seeds(self.seeds)
-            async with fetcher, ParseStage(cfg.parse.workers, cfg.crawl.strip_tracking) as parser:
+            async with fetcher, ParseStage(cfg.parse.workers, cfg.crawl.strip_tracking, cfg.crawl.store_bodies) as parser:
                 await self._run_stages(frontier, fetcher, parser, Gatherer(store, frontier, self.stats, product_token(cfg.fetch.user_agent)))
             if fetcher.robots is not None:
                 await store.set_meta(robots={o: asdict(i) for o, i in fetcher.robots.info.items()})

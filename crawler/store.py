@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from .bodies import digest as body_digest
-from .bodies import pack_all
+from .bodies import pack_all, payload, text_of
 from .models import Outcome
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Store", "Step", "StorageError", "QUEUED", "STORED", "SKIPPED", "open_db",
@@ -218,7 +218,8 @@ class Store:
     def pages_step(self, outcomes: Sequence[Outcome], noindex: frozenset[int] = frozenset()) -> Step:
         """The step that stores fetched pages (idempotent: a page re-fetched after a crash
         replaces itself). Rows are built here, in the caller's thread; the step hashes and
-        packs the bodies, and writes.
+        packs the bodies a parse process has not already hashed and packed
+        (:class:`crawler.models.Outcome`), and writes.
 
         ``noindex``: ids of pages that asked not to be indexed (meta robots, X-Robots-Tag):
         stored, and flagged.
@@ -232,53 +233,55 @@ class Store:
             r, p = o.result, o.page
             rows.append([
                 r.task.id, r.final_url, r.status, r.fetched_at, r.elapsed_ms, r.content_type,
-                len(r.body), p and p.title, p and p.description, p and p.canonical,
+                o.size, p and p.title, p and p.description, p and p.canonical,
                 p and p.meta_robots, p.text if p else "", p.n_links if p else 0, EMPTY_HASH,
                 None, r.error, r.detail, r.task.attempt + 1,
                 p and p.encoding, json.dumps(r.headers) if r.headers else None, int(r.task.id in noindex),
             ])
-        bodies = [o.result.body for o in outcomes]
         keep = self.keep_bodies
 
         def step(conn: sqlite3.Connection) -> None:
-            # Hashing and packing happen here, in the database thread, so that they take
-            # nothing from a parse process, and little from the event loop (see crawler.bodies).
-            for row, body in zip(rows, bodies):
-                if body:
-                    row[13] = body_digest(body)
+            # Hashing and packing happen here, in the database thread, for the pages a parse
+            # process has not already hashed and packed (see crawler.parse_stage.parse_jobs):
+            # so that they take little from the event loop (see crawler.bodies).
+            for row, o in zip(rows, outcomes):
+                if o.size:
+                    row[13] = o.digest or body_digest(o.result.body)
             first = dict(select_in(conn, "SELECT hash, first FROM contents WHERE hash IN (SELECT value FROM json_each(?))",
-                                   list({row[13] for row, body in zip(rows, bodies) if body})))
-            new: list[tuple[list[Any], bytes]] = []
-            for row, body in zip(rows, bodies):
-                if not body:
+                                   list({row[13] for row, o in zip(rows, outcomes) if o.size})))
+            new: list[tuple[list[Any], Outcome]] = []
+            for row, o in zip(rows, outcomes):
+                if not o.size:
                     continue
                 digest = row[13]
                 if digest not in first:
                     first[digest] = row[0]
-                    new.append((row, body))
+                    new.append((row, o))
                 elif first[digest] != row[0]:
                     row[14] = first[digest]  # duplicate_of
+                    if row[11] is None and o.packed is not None:  # its text came packed: unpack it
+                        row[11] = text_of(o.packed, o.size)
+            blobs: list[bytes | None] = [None] * len(new)
             if keep:
                 # The first page with a body keeps its text right after it (see the module
                 # docstring): one zstd frame, where the text's words are matches in the body.
+                todo = [i for i, (_, o) in enumerate(new) if o.packed is None]
+                for i, (_, o) in enumerate(new):
+                    blobs[i] = o.packed
                 # A few dozen at a time: each body joined with its text is a copy (~42 KB on the
                 # benchmark), and a whole batch of them at once was ~8 MB more at the peak.
-                packed: list[bytes | None] = []
-                for start in range(0, len(new), _PACK_AT_ONCE):
-                    payloads = []
-                    for row, body in new[start:start + _PACK_AT_ONCE]:
-                        if row[11]:
-                            payloads.append(body + row[11].encode())
-                            row[11] = None
-                        else:
-                            payloads.append(body)
-                    packed.extend(pack_all(payloads))
-            else:
-                packed = [None] * len(new)
+                for start in range(0, len(todo), _PACK_AT_ONCE):
+                    chunk = todo[start:start + _PACK_AT_ONCE]
+                    packed = pack_all([payload(new[i][1].result.body, new[i][0][11]) for i in chunk])
+                    for i, blob in zip(chunk, packed):
+                        blobs[i] = blob
+                for row, _ in new:
+                    if row[11]:
+                        row[11] = None  # the text is in the blob
             # Blobs cannot travel in JSON: these rows stay one step each (in one statement, the
             # blobs sliced out of one parameter, it measured the same).
             conn.executemany("INSERT INTO contents (hash, first, body) VALUES (?, ?, ?)",
-                             [(row[13], row[0], blob) for (row, _), blob in zip(new, packed)])
+                             [(row[13], row[0], blob) for (row, _), blob in zip(new, blobs)])
             insert_rows(conn, _INSERT_PAGES, rows)
 
         return step

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from crawler.bodies import digest, pack_all, unpack
+from crawler.bodies import body_of, digest, pack_all, pack_page, payload, text_of, unpack
 
 
 @pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4094, 4095, 22_000, 1_000_003])
@@ -22,6 +22,17 @@ def test_pack_all_round_trips_each_body_in_order() -> None:
     assert len(packed) == len(bodies)
     assert [unpack(bytes(blob)) for blob in packed] == bodies
     assert pack_all([]) == []
+
+
+@pytest.mark.parametrize("text", ["", "plain words", "naïve café — 中文 " * 300])
+def test_a_page_packed_alone_reads_back_as_one_packed_in_a_batch(text: str) -> None:
+    # A parse process packs each page alone (pack_page), the writer a batch (pack_all): the
+    # readers must not see which one did it.
+    body = "<html><p>café</p></html>".encode() * 50
+    for blob in (pack_page(body, text), bytes(pack_all([payload(body, text)])[0])):
+        assert body_of(blob, len(body)) == body
+        assert text_of(blob, len(body)) == text
+    assert payload(body, "") == body
 
 
 def test_unpack_still_reads_zlib_bodies_of_older_databases() -> None:

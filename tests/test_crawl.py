@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sqlite3
 from collections import Counter
+from pathlib import Path
 
 from aiohttp import web
 
+from crawler.bodies import unpack
 from crawler.store import PAGE_SIZE, SCHEMA, SCHEMA_VERSION
 
 from conftest import html, records, redirect, respond, url_states
@@ -376,3 +379,60 @@ async def test_a_reasons_cancellation_is_told_apart_from_the_crawls():
     for task in (both, theirs):
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_parse_process_hashes_and_packs_what_the_writer_would(make_site, crawl, tmp_path):
+    # With a parse process, pages it parses arrive hashed and packed (body, then text); pages
+    # it does not parse (a 404 here) are still hashed and packed by the writer. Either way the
+    # database says the same as a crawl parsed in the crawler's own process: same hashes, same
+    # duplicates, same blobs, same text.
+    same = html("Same", body="<p>identical — ça va</p>")
+    gone = "<html><body><p>gone away</p></body></html>"
+
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404, text=gone, content_type="text/html")
+
+    pages = {"/": html("home", ["/a", "/b", "/c", "/missing", "/e", "/gone", "/back"]), "/a": same, "/b": same,
+             "/c": html("Ünïcode", body="<p>" + "naïve café " * 200 + "</p>"), "/e": html("empty"),
+             "/gone": not_found, "/back": gone}
+
+    def contents(db: Path) -> dict[str, tuple[str, bytes | None]]:
+        with sqlite3.connect(db) as con:
+            return {h: (first_url, body and unpack(body)) for h, first_url, body in con.execute(
+                "SELECT c.hash, u.url, c.body FROM contents c JOIN urls u ON u.id = c.first")}
+
+    def comparable(db: Path) -> dict[str, dict]:
+        return {r["url"]: {k: v for k, v in r.items() if k not in ("fetched_at", "elapsed_ms")} for r in records(db)}
+
+    for keep in (True, False):
+        dbs = []
+        for workers in (0, 1):
+            site = await make_site(pages, host="127.0.3.1" if workers == 0 else "127.0.3.2")
+            db = tmp_path / f"{keep}-{workers}.db"
+            await crawl(site.url("/"), workers=workers, store_bodies=keep, concurrency=1, db=str(db))
+            dbs.append(db)
+        in_process, pooled = (comparable(db) for db in dbs)
+        assert len(in_process) == 8
+        assert [{k: v for k, v in r.items() if k not in ("url", "final_url", "parent", "duplicate_of")}
+                for r in in_process.values()] == \
+               [{k: v for k, v in r.items() if k not in ("url", "final_url", "parent", "duplicate_of")}
+                for r in pooled.values()]
+        for recs in (in_process, pooled):
+            by_path = {url.split("/", 3)[3]: r for url, r in recs.items()}
+            assert by_path["b"]["duplicate_of"] == by_path["a"]["url"]
+            assert by_path["a"]["content_hash"] == hashlib.sha256(same.encode()).hexdigest()
+            assert "naïve café" in by_path["c"]["text"]
+            # An error page is not parsed: its body is kept without text. The same body served
+            # fine later is parsed, and is its duplicate: its own text is kept all the same.
+            assert (by_path["gone"]["status"], by_path["gone"]["text"]) == (404, "")
+            assert by_path["back"]["duplicate_of"] == by_path["gone"]["url"]
+            assert by_path["back"]["text"] == "gone away"
+        blobs = [{h: body for h, (_, body) in contents(db).items()} for db in dbs]
+        assert blobs[0] == blobs[1]
+        assert len(blobs[1]) == 6  # "/", a (b is its duplicate), c, e, the 404 pages, gone (back is its duplicate)
+        if keep:
+            c = pooled[next(url for url in pooled if url.endswith("/c"))]
+            blob = blobs[1][c["content_hash"]]
+            assert blob is not None and blob[c["bytes"]:].decode().strip().startswith("naïve café")
+        else:
+            assert all(body is None for body in blobs[1].values())
