@@ -37,3 +37,22 @@ def test_a_page_packed_alone_reads_back_as_one_packed_in_a_batch(text: str) -> N
 
 def test_unpack_still_reads_zlib_bodies_of_older_databases() -> None:
     assert unpack(zlib.compress(b"<p>old</p>", 1)) == b"<p>old</p>"
+
+
+def test_contents_rows_go_in_one_statement_and_read_back_exactly() -> None:
+    # The blobs travel joined in one parameter and each row slices its own out of it: a blob
+    # that ends in zero bytes, one of a single byte, rows without one, and zstd's own buffer
+    # segments must all read back byte for byte.
+    import sqlite3
+
+    from crawler.store import SCHEMA, insert_contents
+
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(SCHEMA)
+    blobs = [b"\x00\x01tail\x00\x00", None, b"x", *pack_all([b"<p>one</p>" * 30, b"<p>two</p>"]), None]
+    rows = [(f"h{i}", i) for i in range(len(blobs))]
+    insert_contents(conn, rows, blobs)
+    insert_contents(conn, [], [])
+    stored = {h: (first, body) for h, first, body in conn.execute("SELECT hash, first, body FROM contents")}
+    assert stored == {h: (first, None if blob is None else bytes(blob)) for (h, first), blob in zip(rows, blobs)}
+    assert unpack(stored["h3"][1]) == b"<p>one</p>" * 30
