@@ -52,7 +52,7 @@ SCHEMA_VERSION = 4  # PRAGMA user_version of a crawl database
 # sit in their pages rows (resuming it marks it 4: its new pages may keep texts with bodies).
 _COMPATIBLE = (3, SCHEMA_VERSION)
 PAGE_SIZE = 65536  # of a new crawl database (SQLite's largest)
-_PACK_AT_ONCE = 32  # bodies (each with its page's text) given to zstd in one call
+_PACK_AT_ONCE = 32  # bodies (each with its page's text) given to zstd in one call, contents rows in one statement
 #: Part of a transaction (:meth:`Store.commit`): runs in the connection's thread, never touches
 #: the event loop's state.
 Step = Callable[[sqlite3.Connection], None]
@@ -136,7 +136,7 @@ _INSERT_CONTENTS = ("INSERT INTO contents (hash, first, body) SELECT value->>0, 
 
 
 def insert_contents(conn: sqlite3.Connection, rows: Sequence[tuple[str, int]], blobs: Sequence[Any],
-                    at_once: int = 32) -> None:
+                    at_once: int = _PACK_AT_ONCE) -> None:
     """Rows of table ``contents`` ((hash, first page), and each one's blob or None), ``at_once``
     rows a step, for the reason of :func:`insert_rows`: a step per row (``executemany``) let go
     of the GIL once a page and then waited to get it back (in one process, the crawl ran 9%
@@ -144,17 +144,17 @@ def insert_contents(conn: sqlite3.Connection, rows: Sequence[tuple[str, int]], b
     blobs are copied once more when bound, and 256 pages of them raised the peak at 200,000
     pages by ~9 MB (measured)."""
     for start in range(0, len(rows), at_once):
+        chunk = blobs[start:start + at_once]
         spans: list[tuple[str, int, int | None, int | None]] = []
         at = 1
-        for (digest, first), blob in zip(rows[start:start + at_once], blobs[start:start + at_once]):
+        for (digest, first), blob in zip(rows[start:start + at_once], chunk):
             if blob is None:
                 spans.append((digest, first, None, None))
             else:
                 size = len(blob)
                 spans.append((digest, first, at, size))
                 at += size
-        joined = b"".join(blob for blob in blobs[start:start + at_once] if blob is not None)
-        conn.execute(_INSERT_CONTENTS, (json.dumps(spans), joined))
+        conn.execute(_INSERT_CONTENTS, (json.dumps(spans), b"".join(blob for blob in chunk if blob is not None)))
 
 
 _INSERT_PAGES = rows_insert("""INSERT OR REPLACE INTO pages (id, final_url, status, fetched_at, elapsed_ms,
@@ -289,13 +289,11 @@ class Store:
                     row[14] = first[digest]  # duplicate_of
                     if row[11] is None and o.packed is not None:  # its text came packed: unpack it
                         row[11] = text_of(o.packed, o.size)
-            blobs: list[bytes | None] = [None] * len(new)
+            blobs: list[bytes | None] = [o.packed for _, o in new] if keep else [None] * len(new)
             if keep:
                 # The first page with a body keeps its text right after it (see the module
                 # docstring): one zstd frame, where the text's words are matches in the body.
-                todo = [i for i, (_, o) in enumerate(new) if o.packed is None]
-                for i, (_, o) in enumerate(new):
-                    blobs[i] = o.packed
+                todo = [i for i, blob in enumerate(blobs) if blob is None]
                 # A few dozen at a time: each body joined with its text is a copy (~42 KB on the
                 # benchmark), and a whole batch of them at once was ~8 MB more at the peak.
                 for start in range(0, len(todo), _PACK_AT_ONCE):
